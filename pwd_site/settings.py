@@ -1,0 +1,133 @@
+"""Settings for pwd, read from the environment (see docs/configuration.md).
+
+Development defaults are safe on a laptop: SQLite, in-memory channel layer, DEBUG off
+unless asked for. Every PWD_* variable is listed in .env.example and
+docs/configuration.md; tests/test_configuration.py fails when one is not.
+"""
+
+from pathlib import Path
+
+import dj_database_url
+
+from pwd_site.env import (
+    envbool,
+    envchoice,
+    envduration,
+    envint,
+    envlist,
+    envsize,
+    envstr,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+DEBUG = envbool("PWD_DEBUG", False)
+SECRET_KEY = envstr("PWD_SECRET_KEY", "dev-only-insecure-key-change-me-in-production-0123456789")
+ALLOWED_HOSTS = envlist("PWD_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
+# Extra origins allowed to open websockets and call the API from a browser (exact
+# scheme://host[:port] values); the app's own host is always allowed.
+PWD_TRUSTED_ORIGINS = envlist("PWD_TRUSTED_ORIGINS", [])
+CSRF_TRUSTED_ORIGINS = PWD_TRUSTED_ORIGINS
+CORS_ALLOWED_ORIGINS = envlist("PWD_CORS_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.contenttypes",
+    "django.contrib.staticfiles",
+    "channels",
+    "sessions_app",
+    "terminals",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "pwd_site.urls"
+ASGI_APPLICATION = "pwd_site.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        envstr("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"), conn_max_age=0
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # IMMEDIATE transactions take the write lock at BEGIN, so two requests racing for the
+    # last node slot are serialised instead of failing with "database is locked".
+    DATABASES["default"]["OPTIONS"] = {"transaction_mode": "IMMEDIATE", "timeout": 20}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = envstr("REDIS_URL", "")
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL]},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [
+    BASE_DIR / "static",
+    ("vendor/xterm", BASE_DIR / "node_modules" / "@xterm" / "xterm"),
+    ("vendor/xterm-addon-fit", BASE_DIR / "node_modules" / "@xterm" / "addon-fit"),
+]
+# Serve straight from the finders when collectstatic has not run (make run, tests).
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": envstr("PWD_LOG_LEVEL", "INFO").upper()},
+    "loggers": {"docker": {"level": "WARNING"}, "urllib3": {"level": "WARNING"}},
+}
+
+# --- pwd ------------------------------------------------------------------------------
+# Every object the app creates on the engine carries pwd.instance=<this>, so two pwd
+# installations (or two test runs) can share one engine without reaping each other.
+PWD_INSTANCE = envstr("PWD_INSTANCE", "pwd")
+PWD_NODE_IMAGE = envstr("PWD_NODE_IMAGE", "pwd-node")
+PWD_NODE_IMAGES = envlist("PWD_NODE_IMAGES", [PWD_NODE_IMAGE])
+# auto: probe once at start whether --privileged works, else explicit capabilities.
+PWD_NODE_PROFILE = envchoice("PWD_NODE_PROFILE", "auto", ("auto", "privileged", "caps"))
+PWD_MAX_NODES = envint("PWD_MAX_NODES", 5, minimum=1)
+PWD_SESSION_LIFETIME = envduration("PWD_SESSION_LIFETIME", "4h")
+PWD_IDLE_TIMEOUT = envduration("PWD_IDLE_TIMEOUT", "30m")
+PWD_EXPIRY_WARNING = envduration("PWD_EXPIRY_WARNING", "2m")
+PWD_REAP_INTERVAL = envduration("PWD_REAP_INTERVAL", "5s")
+PWD_NODE_START_TIMEOUT = envduration("PWD_NODE_START_TIMEOUT", "60s")
+PWD_EXEC_MAX_OUTPUT = envsize("PWD_EXEC_MAX_OUTPUT", "1m")
+PWD_POOL_SIZE = envint("PWD_POOL_SIZE", 2, minimum=0)
+# Capabilities taken away from every node even when the engine would grant them; loading
+# kernel modules from a node is how the public Play with Docker service was escaped.
+PWD_NODE_CAP_DROP = envlist("PWD_NODE_CAP_DROP", ["SYS_MODULE"])
+# Threads for blocking engine calls; a class starting at once must not queue on one thread.
+PWD_ENGINE_THREADS = envint("PWD_ENGINE_THREADS", 32, minimum=2)

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Serve pwd: the reaper in the background and daphne in the foreground. Ctrl-C stops both.
+set -euo pipefail
+host=${1:-127.0.0.1}
+port=${2:-8000}
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
+py="$root/.venv/bin/python"
+
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT INT TERM
+
+if "$py" manage.py help reap >/dev/null 2>&1; then
+    printf '\033[1m==> starting the reaper\033[0m\n'
+    "$py" manage.py reap &
+    pids+=($!)
+fi
+printf '\033[1m==> serving pwd at http://%s:%s/\033[0m\n' "$host" "$port"
+"$py" -m daphne -b "$host" -p "$port" --proxy-headers pwd_site.asgi:application &
+pids+=($!)
+wait -n "${pids[@]}"

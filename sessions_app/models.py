@@ -1,0 +1,146 @@
+"""Sessions and their nodes: the domain rules live here, views and consumers stay thin."""
+
+import secrets
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+def new_session_id() -> str:
+    """A URL-safe id with 192 random bits (32 characters)."""
+    return secrets.token_urlsafe(24)
+
+
+class SessionQuerySet(models.QuerySet):
+    def active(self, now: datetime | None = None) -> "SessionQuerySet":
+        """Sessions that have not ended and are within both lifetime and idle limits."""
+        now = now or timezone.now()
+        return self.filter(
+            ended_at__isnull=True,
+            created_at__gt=now - timedelta(seconds=settings.PWD_SESSION_LIFETIME),
+            last_activity_at__gt=now - timedelta(seconds=settings.PWD_IDLE_TIMEOUT),
+        )
+
+    def expired(self, now: datetime | None = None) -> "SessionQuerySet":
+        """Sessions past a limit that have not been marked ended yet."""
+        now = now or timezone.now()
+        return self.filter(ended_at__isnull=True).filter(
+            models.Q(created_at__lte=now - timedelta(seconds=settings.PWD_SESSION_LIFETIME))
+            | models.Q(last_activity_at__lte=now - timedelta(seconds=settings.PWD_IDLE_TIMEOUT))
+        )
+
+
+class Session(models.Model):
+    id = models.CharField(primary_key=True, max_length=64, default=new_session_id, editable=False)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_activity_at = models.DateTimeField(default=timezone.now)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    # Set once the reaper has removed everything the session had on the engine.
+    cleaned_at = models.DateTimeField(null=True, blank=True)
+    expiry_warned_at = models.DateTimeField(null=True, blank=True)
+    max_nodes = models.PositiveSmallIntegerField(default=5)
+    network_name = models.CharField(max_length=128, blank=True)
+    network_id = models.CharField(max_length=128, blank=True)
+
+    objects = SessionQuerySet.as_manager()
+
+    class Meta:
+        indexes = [models.Index(fields=["ended_at", "last_activity_at"])]
+
+    def __str__(self) -> str:
+        return f"session {self.short_id}"
+
+    @property
+    def short_id(self) -> str:
+        """The first characters of the id, safe for logs (the full id is a credential)."""
+        return self.id[:6]
+
+    @property
+    def expires_at(self) -> datetime:
+        """The earlier of the hard lifetime limit and the idle limit."""
+        return min(
+            self.created_at + timedelta(seconds=settings.PWD_SESSION_LIFETIME),
+            self.last_activity_at + timedelta(seconds=settings.PWD_IDLE_TIMEOUT),
+        )
+
+    def is_active(self, now: datetime | None = None) -> bool:
+        return self.ended_at is None and (now or timezone.now()) < self.expires_at
+
+    def touch(self, now: datetime | None = None) -> None:
+        """Record activity; a conditional UPDATE keeps hot paths to one cheap query.
+
+        Writes at most once a second per session and never revives an ended one.
+        """
+        now = now or timezone.now()
+        updated = Session.objects.filter(
+            pk=self.pk, ended_at__isnull=True, last_activity_at__lt=now - timedelta(seconds=1)
+        ).update(last_activity_at=now, expiry_warned_at=None)
+        if updated:
+            self.last_activity_at = now
+            self.expiry_warned_at = None
+
+    def end(self, now: datetime | None = None) -> bool:
+        """Mark the session ended. Returns False when it had already ended."""
+        now = now or timezone.now()
+        updated = Session.objects.filter(pk=self.pk, ended_at__isnull=True).update(ended_at=now)
+        if updated:
+            self.ended_at = now
+        return bool(updated)
+
+
+class Node(models.Model):
+    class Status(models.TextChoices):
+        STARTING = "starting"
+        RUNNING = "running"
+        GONE = "gone"
+
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="nodes")
+    name = models.CharField(max_length=32)
+    hostname = models.CharField(max_length=64)
+    image = models.CharField(max_length=255)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.STARTING)
+    container_id = models.CharField(max_length=128, blank=True)
+    ip = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    gone_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["session", "name"], name="unique_node_name_per_session")
+        ]
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.name} of {self.session}"
+
+    @property
+    def number(self) -> int:
+        return int(self.name.removeprefix("node"))
+
+    @property
+    def terminal_path(self) -> str:
+        return f"/ws/sessions/{self.session_id}/nodes/{self.name}/terminal/"
+
+    def mark_gone(self, now: datetime | None = None) -> bool:
+        """Mark a node the engine has lost. Returns False when it was already gone."""
+        now = now or timezone.now()
+        updated = (
+            Node.objects.filter(pk=self.pk)
+            .exclude(status=Node.Status.GONE)
+            .update(status=Node.Status.GONE, gone_at=now)
+        )
+        if updated:
+            self.status = Node.Status.GONE
+            self.gone_at = now
+        return bool(updated)
+
+    @staticmethod
+    def free_name(taken: set[str], limit: int) -> str | None:
+        """The lowest ``nodeN`` not in ``taken``, or None when all ``limit`` are used."""
+        for number in range(1, limit + 1):
+            name = f"node{number}"
+            if name not in taken:
+                return name
+        return None

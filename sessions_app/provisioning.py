@@ -1,0 +1,630 @@
+"""The one Docker boundary: every call to the engine goes through this module.
+
+Functions here are blocking (docker-py). Async callers use :func:`run`, which runs them
+on a dedicated, sizeable thread pool so that a class starting at once is not queued
+behind one thread. Teardown is idempotent: "not found" means done.
+
+Every object created carries the labels ``pwd.instance``, ``pwd.role`` and, where it
+belongs to one, ``pwd.session`` and ``pwd.node``; the reaper reconciles them with the
+database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import re
+import shlex
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import docker
+from django.conf import settings
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from docker.types import Mount
+
+log = logging.getLogger(__name__)
+
+LABEL_INSTANCE = "pwd.instance"
+LABEL_SESSION = "pwd.session"
+LABEL_NODE = "pwd.node"
+LABEL_ROLE = "pwd.role"
+ROLE_NODE = "node"
+ROLE_POOL = "pool"
+ROLE_PROBE = "probe"
+ROLE_NETWORK = "network"
+
+# Every capability Linux knows; the engine expands "ALL" to those it supports.
+KNOWN_CAPS = [
+    "AUDIT_CONTROL",
+    "AUDIT_READ",
+    "AUDIT_WRITE",
+    "BLOCK_SUSPEND",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "KILL",
+    "LEASE",
+    "LINUX_IMMUTABLE",
+    "MAC_ADMIN",
+    "MAC_OVERRIDE",
+    "MKNOD",
+    "NET_ADMIN",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_RAW",
+    "PERFMON",
+    "SETFCAP",
+    "SETGID",
+    "SETPCAP",
+    "SETUID",
+    "SYSLOG",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_CHROOT",
+    "SYS_MODULE",
+    "SYS_NICE",
+    "SYS_PACCT",
+    "SYS_PTRACE",
+    "SYS_RAWIO",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "WAKE_ALARM",
+]
+
+# Waits inside the node for its inner engine: one exec instead of many round trips.
+_WAIT_FOR_INNER_DOCKER = (
+    "i=0; while [ $i -lt {tries} ]; do "
+    "curl -sf --max-time 1 --unix-socket /var/run/docker.sock http://docker/_ping "
+    ">/dev/null 2>&1 && exit 0; i=$((i+1)); sleep 0.05; done; exit 1"
+)
+
+T = TypeVar("T")
+
+
+class EngineError(Exception):
+    """The engine could not do what was asked; the message is fit for a user."""
+
+
+class EngineUnavailable(EngineError):
+    """The engine does not answer at all."""
+
+
+class NodeStartError(EngineError):
+    """A node did not come up; whatever was created for it has been removed."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How node containers get the powers an inner dockerd needs."""
+
+    name: str  # "privileged" or "caps"
+    cap_drop: tuple[str, ...] = ()
+
+    def host_config(self, **extra: Any) -> dict[str, Any]:
+        """The engine's HostConfig for a node with this profile, plus ``extra`` options."""
+        if self.name == "privileged":
+            config = client().api.create_host_config(
+                privileged=True, cap_drop=list(self.cap_drop) or None, **extra
+            )
+        else:
+            config = client().api.create_host_config(
+                cap_add=["ALL"],
+                cap_drop=list(self.cap_drop) or None,
+                security_opt=["seccomp=unconfined", "apparmor=unconfined"],
+                device_cgroup_rules=["a *:* rwm"],
+                **extra,
+            )
+            # The CLI's `--security-opt systempaths=unconfined`: /proc/sys writable and
+            # nothing masked, which the inner dockerd needs for its sysctls.
+            config["MaskedPaths"] = []
+            config["ReadonlyPaths"] = []
+        return config
+
+
+@dataclass
+class NodeHandle:
+    """What the engine says about a node container once it is up."""
+
+    container_id: str
+    ip: str
+    networks: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ExecResult:
+    exit_code: int | None
+    output: str
+    truncated: bool
+    timed_out: bool
+
+
+@dataclass
+class EngineObjects:
+    """Labelled objects of this pwd instance, as the engine lists them."""
+
+    containers: list[dict[str, Any]]
+    networks: list[dict[str, Any]]
+    volumes: list[dict[str, Any]]
+
+
+# --- the client and the thread pool ----------------------------------------------------
+
+_client_lock = threading.Lock()
+_client: docker.DockerClient | None = None
+_executor: ThreadPoolExecutor | None = None
+
+
+def client() -> docker.DockerClient:
+    """The shared docker-py client (thread-safe; one connection pool per process)."""
+    global _client
+    if _client is None:
+        with _client_lock:
+            if _client is None:
+                try:
+                    _client = docker.from_env(
+                        max_pool_size=settings.PWD_ENGINE_THREADS + 8, timeout=120
+                    )
+                except DockerException as exc:
+                    raise EngineUnavailable(f"the Docker engine does not answer: {exc}") from exc
+    return _client
+
+
+def executor() -> ThreadPoolExecutor:
+    global _executor
+    if _executor is None:
+        with _client_lock:
+            if _executor is None:
+                _executor = ThreadPoolExecutor(
+                    max_workers=settings.PWD_ENGINE_THREADS, thread_name_prefix="pwd-engine"
+                )
+    return _executor
+
+
+async def run(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run a blocking engine call on the engine thread pool."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(executor(), functools.partial(func, *args, **kwargs))
+
+
+def labels(role: str, session_id: str | None = None, node: str | None = None) -> dict[str, str]:
+    """The labels every object this instance creates carries."""
+    result = {LABEL_INSTANCE: settings.PWD_INSTANCE, LABEL_ROLE: role}
+    if session_id:
+        result[LABEL_SESSION] = session_id
+    if node:
+        result[LABEL_NODE] = node
+    return result
+
+
+def _instance_filter(**extra: str) -> dict[str, list[str]]:
+    wanted = [f"{LABEL_INSTANCE}={settings.PWD_INSTANCE}"]
+    wanted += [f"{key}={value}" for key, value in extra.items()]
+    return {"label": wanted}
+
+
+def ping() -> bool:
+    """True when the engine answers."""
+    try:
+        return bool(client().ping())
+    except (DockerException, EngineUnavailable, OSError):
+        return False
+
+
+def image_exists(image: str) -> bool:
+    try:
+        client().images.get(image)
+    except ImageNotFound:
+        return False
+    except DockerException as exc:
+        raise EngineUnavailable(str(exc)) from exc
+    return True
+
+
+# --- the node security profile ---------------------------------------------------------
+
+_profile: Profile | None = None
+_profile_lock = threading.Lock()
+
+
+def profile() -> Profile:
+    """The node profile for this engine: the setting, or detected once with probes."""
+    global _profile
+    if _profile is None:
+        with _profile_lock:
+            if _profile is None:
+                _profile = _detect_profile()
+    return _profile
+
+
+def _probe_starts(image: str, host_config: dict[str, Any]) -> tuple[bool, str]:
+    """Whether a probe container with ``host_config`` starts and exits cleanly."""
+    api = client().api
+    container_id = ""
+    try:
+        container_id = api.create_container(
+            image, entrypoint=["true"], labels=labels(ROLE_PROBE), host_config=host_config
+        )["Id"]
+        api.start(container_id)
+        result = api.wait(container_id, timeout=30)
+        return result.get("StatusCode") == 0, ""
+    except APIError as exc:
+        return False, str(exc.explanation or exc)
+    finally:
+        if container_id:
+            _remove_container(container_id)
+
+
+def _engine_known_caps(image: str) -> list[str]:
+    """The capability names this engine accepts (older engines know fewer)."""
+    known = list(KNOWN_CAPS)
+    for _ in range(len(KNOWN_CAPS)):
+        try:
+            container = client().api.create_container(
+                image,
+                entrypoint=["true"],
+                labels=labels(ROLE_PROBE),
+                host_config=client().api.create_host_config(cap_drop=known, network_mode="none"),
+            )
+        except APIError as exc:
+            match = re.search(r'unknown capability: "?(?:CAP_)?([A-Z_]+)', str(exc.explanation))
+            if exc.status_code == 400 and match and match.group(1) in known:
+                known.remove(match.group(1))
+                continue
+            raise EngineError(f"the engine refused a probe container: {exc.explanation}") from exc
+        _remove_container(container["Id"])
+        return known
+    raise EngineError("could not work out which capabilities the engine knows")
+
+
+def _detect_profile() -> Profile:
+    drop = tuple(cap.upper().removeprefix("CAP_") for cap in settings.PWD_NODE_CAP_DROP)
+    image = settings.PWD_NODE_IMAGE
+    wanted = settings.PWD_NODE_PROFILE
+    if wanted == "privileged":
+        log.info("node profile: privileged (PWD_NODE_PROFILE)")
+        return Profile("privileged", drop)
+    if wanted == "auto":
+        ok, why = _probe_starts(image, Profile("privileged", drop).host_config(network_mode="none"))
+        if ok:
+            log.info("node profile: privileged (probe container started)")
+            return Profile("privileged", drop)
+        log.info("node profile: --privileged is refused here (%s); using capabilities", why)
+    known = _engine_known_caps(image)
+    ok, why = _probe_starts(
+        image, client().api.create_host_config(cap_drop=["ALL"], network_mode="none")
+    )
+    if not ok:
+        raise EngineError(f"a probe container of {image} does not start: {why}")
+    # Find the capabilities the engine cannot grant by group testing: a probe that adds a
+    # set of capabilities starts only when the engine can grant all of them.
+    candidates = [cap for cap in known if cap not in drop]
+
+    def grantable(caps: list[str]) -> bool:
+        profile = Profile("caps", tuple(cap for cap in known if cap not in caps))
+        return _probe_starts(image, profile.host_config(network_mode="none"))[0]
+
+    missing: list[str] = []
+
+    def search(caps: list[str]) -> None:
+        if not caps or grantable(caps):
+            return
+        if len(caps) == 1:
+            missing.append(caps[0])
+            return
+        half = len(caps) // 2
+        search(caps[:half])
+        search(caps[half:])
+
+    search(candidates)
+    result = Profile("caps", tuple(sorted((set(drop) & set(known)) | set(missing))))
+    log.info(
+        "node profile: capabilities (all the engine grants; dropped: %s)",
+        ", ".join(result.cap_drop) or "none",
+    )
+    return result
+
+
+# --- networks ---------------------------------------------------------------------------
+
+
+def network_name(session_id: str) -> str:
+    # A prefix of the id keeps names short and readable; 96 bits make clashes moot.
+    return f"{settings.PWD_INSTANCE}-{session_id[:16]}"
+
+
+def create_session_network(session_id: str) -> tuple[str, str]:
+    """Create the session's attachable overlay network. Returns ``(name, id)``."""
+    name = network_name(session_id)
+    try:
+        network = client().networks.create(
+            name,
+            driver="overlay",
+            attachable=True,
+            check_duplicate=True,
+            labels=labels(ROLE_NETWORK, session_id),
+        )
+    except APIError as exc:
+        if exc.status_code == 409:
+            existing = client().networks.get(name)
+            return name, existing.id
+        if "swarm" in str(exc).lower():
+            raise EngineError(
+                "the Docker engine is not in swarm mode, so it cannot make overlay networks "
+                "(run `docker swarm init --advertise-addr 127.0.0.1`)"
+            ) from exc
+        raise EngineError(f"could not create the session network: {exc.explanation}") from exc
+    except DockerException as exc:
+        raise EngineUnavailable(str(exc)) from exc
+    return name, network.id
+
+
+def remove_network(name_or_id: str) -> None:
+    """Remove a network; a missing one counts as removed."""
+    for attempt in range(5):
+        try:
+            client().networks.get(name_or_id).remove()
+            return
+        except NotFound:
+            return
+        except APIError as exc:
+            # Endpoints of containers just removed can linger for a moment.
+            if exc.status_code in (403, 409, 500) and attempt < 4:
+                time.sleep(0.2 * (attempt + 1))
+                continue
+            raise EngineError(f"could not remove network: {exc.explanation}") from exc
+
+
+# --- nodes ------------------------------------------------------------------------------
+
+
+def _remove_container(container_id: str) -> None:
+    try:
+        client().api.remove_container(container_id, force=True, v=True)
+    except NotFound:
+        pass
+    except APIError as exc:
+        if exc.status_code == 409 and "already in progress" in str(exc):
+            return
+        raise EngineError(f"could not remove container: {exc.explanation}") from exc
+
+
+def remove_node(container_id: str) -> None:
+    """Remove a node container and its volumes; a missing one counts as removed."""
+    if container_id:
+        _remove_container(container_id)
+
+
+def _container_ip(attrs: dict[str, Any], network: str | None) -> tuple[str, dict[str, str]]:
+    networks = {
+        name: data.get("IPAddress", "")
+        for name, data in (attrs.get("NetworkSettings", {}).get("Networks") or {}).items()
+    }
+    if network and networks.get(network):
+        return networks[network], networks
+    return next((ip for ip in networks.values() if ip), ""), networks
+
+
+def wait_for_inner_docker(container_id: str, timeout: float) -> None:
+    """Block until the node's inner engine answers, or raise NodeStartError."""
+    tries = max(1, int(timeout / 0.05))
+    exit_code, output = _exec_simple(
+        container_id, ["sh", "-c", _WAIT_FOR_INNER_DOCKER.format(tries=tries)]
+    )
+    if exit_code != 0:
+        raise NodeStartError(
+            f"the node's Docker engine did not answer within {timeout:.0f} s"
+            + (f": {output.strip()[-300:]}" if output.strip() else "")
+        )
+
+
+def _exec_simple(container_id: str, argv: list[str]) -> tuple[int | None, str]:
+    api = client().api
+    exec_id = api.exec_create(container_id, argv, stdout=True, stderr=True)["Id"]
+    output = api.exec_start(exec_id)
+    exit_code = api.exec_inspect(exec_id).get("ExitCode")
+    return exit_code, output.decode("utf-8", "replace")
+
+
+def create_node(
+    session_id: str | None,
+    node_name: str,
+    network: str | None,
+    image: str | None = None,
+    *,
+    role: str = ROLE_NODE,
+    wait: bool = True,
+) -> NodeHandle:
+    """Start a DinD node and return once its inner engine answers.
+
+    With ``network`` None the node starts on no network (a warm pool node). On any
+    failure everything created for the node is removed and NodeStartError is raised.
+    """
+    image = image or settings.PWD_NODE_IMAGE
+    node_labels = labels(role, session_id, node_name if session_id else None)
+    api = client().api
+    host_config = profile().host_config(
+        init=True,
+        network_mode=network or "none",
+        # The inner engine's data on an anonymous, labelled volume that goes with the node.
+        mounts=[Mount("/var/lib/docker", None, type="volume", labels=node_labels)],
+        log_config={"type": "json-file", "config": {"max-size": "1m", "max-file": "1"}},
+    )
+    networking_config = None
+    if network:
+        networking_config = api.create_networking_config(
+            {network: api.create_endpoint_config(aliases=[node_name])}
+        )
+    container_id = ""
+    try:
+        container_id = api.create_container(
+            image,
+            detach=True,
+            tty=True,
+            stdin_open=True,
+            hostname=node_name,
+            labels=node_labels,
+            environment={"PWD_NODE_NAME": node_name},
+            host_config=host_config,
+            networking_config=networking_config,
+        )["Id"]
+        api.start(container_id)
+        if wait:
+            wait_for_inner_docker(container_id, settings.PWD_NODE_START_TIMEOUT)
+        ip, networks = _container_ip(api.inspect_container(container_id), network)
+        return NodeHandle(container_id, ip, networks)
+    except ImageNotFound as exc:
+        _cleanup_failed(container_id)
+        raise NodeStartError(f"the image {image} is not on this engine") from exc
+    except NodeStartError:
+        _cleanup_failed(container_id)
+        raise
+    except APIError as exc:
+        _cleanup_failed(container_id)
+        raise NodeStartError(f"the node could not start: {exc.explanation or exc}") from exc
+    except DockerException as exc:
+        _cleanup_failed(container_id)
+        raise EngineUnavailable(f"the Docker engine does not answer: {exc}") from exc
+
+
+def _cleanup_failed(container_id: str) -> None:
+    if not container_id:
+        return
+    try:
+        _remove_container(container_id)
+    except (EngineError, DockerException):
+        log.exception("could not remove a node that failed to start; the reaper will")
+
+
+def container_status(container_id: str) -> str:
+    """``running``, ``exited`` (or another engine state), or ``missing``."""
+    try:
+        return client().api.inspect_container(container_id)["State"]["Status"]
+    except NotFound:
+        return "missing"
+
+
+def exec_in_node(
+    container_id: str, command: list[str], timeout: float, max_output: int
+) -> ExecResult:
+    """Run ``command`` in a node; output (stdout and stderr merged) capped at max_output.
+
+    The command runs under ``timeout`` inside the node and its output goes through
+    ``head -c``, so a runaway command is ended in the node, not merely abandoned.
+    """
+    script = (
+        'set -o pipefail; timeout -k 2 "$0" "$@" 2>&1 | head -c "$PWD_EXEC_CAP"; '
+        "exit ${PIPESTATUS[0]}"
+    )
+    argv = ["bash", "-c", script, str(int(timeout)), *command]
+    api = client().api
+    try:
+        exec_id = api.exec_create(
+            container_id,
+            argv,
+            stdout=True,
+            stderr=True,
+            environment={"PWD_EXEC_CAP": str(max_output + 1)},
+        )["Id"]
+        output = api.exec_start(exec_id)
+        exit_code = api.exec_inspect(exec_id).get("ExitCode")
+    except NotFound as exc:
+        raise EngineError("the node is gone") from exc
+    except APIError as exc:
+        raise EngineError(f"could not run the command: {exc.explanation or exc}") from exc
+    truncated = len(output) > max_output
+    output = output[:max_output]
+    timed_out = exit_code in (124, 137) and not truncated
+    if timed_out:
+        exit_code = None
+    return ExecResult(exit_code, output.decode("utf-8", "replace"), truncated, timed_out)
+
+
+def rename_node_host(container_id: str, hostname: str) -> None:
+    """Rename a node's host inside it (shell prompt and inner dockerd follow)."""
+    code, output = _exec_simple(container_id, ["hostname", hostname])
+    if code != 0:
+        raise EngineError(f"could not rename the node: {output.strip()}")
+
+
+def connect_node(container_id: str, network: str, alias: str) -> str:
+    """Move a node from no network onto ``network`` with ``alias``. Returns its IP there."""
+    api = client().api
+    try:
+        try:
+            api.disconnect_container_from_network(container_id, "none")
+        except APIError as exc:
+            if exc.status_code not in (404, 409, 500):
+                raise
+        api.connect_container_to_network(container_id, network, aliases=[alias])
+        attrs = api.inspect_container(container_id)
+    except NotFound as exc:
+        raise EngineError("the node is gone") from exc
+    except APIError as exc:
+        raise EngineError(f"could not attach the node: {exc.explanation or exc}") from exc
+    return _container_ip(attrs, network)[0]
+
+
+# --- reconciliation ---------------------------------------------------------------------
+
+
+def list_objects() -> EngineObjects:
+    """Every labelled container, network and volume of this instance."""
+    api = client().api
+    try:
+        containers = api.containers(all=True, filters=_instance_filter())
+        networks = api.networks(filters=_instance_filter())
+        volumes = api.volumes(filters=_instance_filter()).get("Volumes") or []
+    except DockerException as exc:
+        raise EngineUnavailable(str(exc)) from exc
+    return EngineObjects(containers, networks, volumes)
+
+
+def remove_volume(name: str) -> None:
+    try:
+        client().api.remove_volume(name, force=True)
+    except NotFound:
+        pass
+    except APIError as exc:
+        if exc.status_code == 409:  # still in use; it goes with its container
+            return
+        raise EngineError(f"could not remove volume: {exc.explanation}") from exc
+
+
+def remove_session_objects(session_id: str) -> None:
+    """Remove every container, volume and network labelled with ``session_id``."""
+    api = client().api
+    wanted = _instance_filter(**{LABEL_SESSION: session_id})
+    for container in api.containers(all=True, filters=wanted):
+        _remove_container(container["Id"])
+    for volume in api.volumes(filters=wanted).get("Volumes") or []:
+        remove_volume(volume["Name"])
+    for network in api.networks(filters=wanted):
+        remove_network(network["Id"])
+
+
+def describe(container_id: str) -> str:
+    """Logs and state of a container, for a human reading a failure."""
+    try:
+        container = client().containers.get(container_id)
+    except NotFound:
+        return f"container {container_id[:12]} is gone"
+    state = container.attrs.get("State", {})
+    logs = container.logs(tail=50).decode("utf-8", "replace")
+    return f"state: {state}\nlogs:\n{logs}"
+
+
+def shell_quote(argv: list[str]) -> str:
+    return " ".join(shlex.quote(arg) for arg in argv)

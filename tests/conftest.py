@@ -1,0 +1,76 @@
+"""Shared fixtures. Tests that need the real engine use the ``engine`` fixture.
+
+Each test run labels what it creates with its own ``pwd.instance`` so it never touches
+another run's (or a live server's) objects, and removes all of it at the end. With
+CI=true a missing prerequisite fails the test instead of skipping it.
+"""
+
+import contextlib
+import os
+import uuid
+
+import pytest
+from django.conf import settings
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+RUN_INSTANCE = f"pwdtest-{uuid.uuid4().hex[:8]}"
+
+
+def missing(reason: str) -> None:
+    """Fail in CI, skip elsewhere: a prerequisite is not there."""
+    if IN_CI:
+        pytest.fail(f"prerequisite missing in CI: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _run_instance():
+    settings.PWD_INSTANCE = RUN_INSTANCE
+    return RUN_INSTANCE
+
+
+@pytest.fixture(scope="session")
+def engine(_run_instance):
+    """The provisioning module, once the engine and the node image are known to be there."""
+    from sessions_app import provisioning
+
+    if not provisioning.ping():
+        missing("no Docker engine answers (make test starts one)")
+    if not provisioning.image_exists(settings.PWD_NODE_IMAGE):
+        missing(f"the node image {settings.PWD_NODE_IMAGE} is missing (make test builds it)")
+    yield provisioning
+    _remove_everything(provisioning)
+
+
+def _remove_everything(provisioning) -> None:
+    try:
+        objects = provisioning.list_objects()
+    except provisioning.EngineError:
+        return
+    for container in objects.containers:
+        provisioning.remove_node(container["Id"])
+    for volume in provisioning.list_objects().volumes:
+        provisioning.remove_volume(volume["Name"])
+    for network in objects.networks:
+        with contextlib.suppress(provisioning.EngineError):
+            provisioning.remove_network(network["Id"])
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """On a failed engine test, print what a human needs: the run's containers and logs."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call" or not report.failed or "engine" not in item.fixturenames:
+        return
+    from sessions_app import provisioning
+
+    try:
+        containers = provisioning.list_objects().containers
+    except Exception as exc:  # noqa: BLE001 - diagnostics must not mask the failure
+        report.sections.append(("engine state", f"could not list containers: {exc}"))
+        return
+    text = "\n\n".join(
+        f"{c['Id'][:12]} {c.get('Labels')}\n{provisioning.describe(c['Id'])}" for c in containers
+    )
+    report.sections.append(("engine state", text or "no containers of this run"))
