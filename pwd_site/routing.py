@@ -1,7 +1,9 @@
-"""Websocket routes. Origin checks are part of each consumer's connect."""
+"""Websocket routes of every app, behind the Origin check."""
 
 from channels.routing import URLRouter
 
-websocket_urlpatterns: list = []
+from pwd_site.origin import OriginCheck
+from sessions_app.routing import websocket_urlpatterns as session_patterns
+from terminals.routing import websocket_urlpatterns as terminal_patterns
 
-websocket_application = URLRouter(websocket_urlpatterns)
+websocket_application = OriginCheck(URLRouter(session_patterns + terminal_patterns))
