@@ -144,3 +144,22 @@ class Node(models.Model):
             if name not in taken:
                 return name
         return None
+
+
+class PoolNode(models.Model):
+    """A pre-started node waiting on no network for a session to take it.
+
+    Claimed with a conditional UPDATE, so several web processes can share one pool.
+    """
+
+    container_id = models.CharField(max_length=128, unique=True)
+    image = models.CharField(max_length=255)
+    created_at = models.DateTimeField(default=timezone.now)
+    ready_at = models.DateTimeField(null=True, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"pool node {self.container_id[:12]}"
