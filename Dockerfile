@@ -1,0 +1,27 @@
+# The pwd application image (web, reaper and pool keeper in docker-compose.yml).
+# BASE is a Debian 13 image: the official one where a registry is reachable, otherwise
+# the one node-image/build.sh makes with debootstrap (`node-image/build.sh --app`).
+ARG BASE=debian:trixie-slim
+FROM ${BASE}
+
+ENV DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8 PYTHONUNBUFFERED=1 PYTHONPATH=/app \
+    PATH=/opt/venv/bin:$PATH
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3 python3-venv npm ca-certificates \
+ && apt-get clean && rm -rf /var/lib/apt/lists/*
+
+WORKDIR /app
+COPY pyproject.toml package.json package-lock.json ./
+RUN python3 -m venv /opt/venv \
+ && /opt/venv/bin/pip install --no-cache-dir -e . \
+ && npm ci --no-audit --no-fund --loglevel=error
+COPY manage.py ./
+COPY pwd_site pwd_site
+COPY sessions_app sessions_app
+COPY terminals terminals
+COPY templates templates
+COPY static static
+RUN python manage.py collectstatic --noinput -v 0
+
+EXPOSE 8000
+CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "--proxy-headers", "pwd_site.asgi:application"]
