@@ -13,6 +13,7 @@ from pwd_site.env import (
     envbool,
     envchoice,
     envduration,
+    envfloat,
     envint,
     envlist,
     envsize,
@@ -117,7 +118,18 @@ PWD_INSTANCE = envstr("PWD_INSTANCE", "pwd")
 PWD_NODE_IMAGE = envstr("PWD_NODE_IMAGE", "pwd-node")
 PWD_NODE_IMAGES = envlist("PWD_NODE_IMAGES", [PWD_NODE_IMAGE])
 # auto: probe once at start whether --privileged works, else explicit capabilities.
-PWD_NODE_PROFILE = envchoice("PWD_NODE_PROFILE", "auto", ("auto", "privileged", "caps"))
+PWD_NODE_PROFILE = envchoice("PWD_NODE_PROFILE", "auto", ("auto", "privileged", "caps", "sysbox"))
+# The OCI runtime of nodes with the sysbox profile (DinD without privileged containers).
+PWD_SYSBOX_RUNTIME = envstr("PWD_SYSBOX_RUNTIME", "sysbox-runc")
+# Per-node limits, enforced by the engine.
+PWD_NODE_MEMORY = envsize("PWD_NODE_MEMORY", "1g")
+PWD_NODE_SWAP = envsize("PWD_NODE_SWAP", "1g")
+PWD_NODE_CPUS = envfloat("PWD_NODE_CPUS", 1.0, minimum=0.01)
+PWD_NODE_PIDS = envint("PWD_NODE_PIDS", 1000, minimum=64)
+PWD_NODE_LOG_SIZE = envsize("PWD_NODE_LOG_SIZE", "1m")
+# Root filesystem cap (engine storage option `size`); empty: none. Works only where the
+# engine supports it (overlay2 on xfs with pquota, devicemapper, btrfs, zfs).
+PWD_NODE_DISK = envstr("PWD_NODE_DISK", "")
 PWD_MAX_NODES = envint("PWD_MAX_NODES", 5, minimum=1)
 PWD_SESSION_LIFETIME = envduration("PWD_SESSION_LIFETIME", "4h")
 PWD_IDLE_TIMEOUT = envduration("PWD_IDLE_TIMEOUT", "30m")

@@ -110,11 +110,16 @@ class NodeStartError(EngineError):
 class Profile:
     """How node containers get the powers an inner dockerd needs."""
 
-    name: str  # "privileged" or "caps"
+    name: str  # "privileged", "caps" or "sysbox"
     cap_drop: tuple[str, ...] = ()
 
     def host_config(self, **extra: Any) -> dict[str, Any]:
         """The engine's HostConfig for a node with this profile, plus ``extra`` options."""
+        if self.name == "sysbox":
+            # Sysbox gives an unprivileged container what dockerd needs, user-namespaced.
+            return client().api.create_host_config(
+                runtime=settings.PWD_SYSBOX_RUNTIME, cap_drop=list(self.cap_drop) or None, **extra
+            )
         if self.name == "privileged":
             config = client().api.create_host_config(
                 privileged=True, cap_drop=list(self.cap_drop) or None, **extra
@@ -293,9 +298,9 @@ def _detect_profile() -> Profile:
     drop = tuple(cap.upper().removeprefix("CAP_") for cap in settings.PWD_NODE_CAP_DROP)
     image = settings.PWD_NODE_IMAGE
     wanted = settings.PWD_NODE_PROFILE
-    if wanted == "privileged":
-        log.info("node profile: privileged (PWD_NODE_PROFILE)")
-        return Profile("privileged", drop)
+    if wanted in ("privileged", "sysbox"):
+        log.info("node profile: %s (PWD_NODE_PROFILE)", wanted)
+        return Profile(wanted, drop)
     if wanted == "auto":
         ok, why = _probe_starts(image, Profile("privileged", drop).host_config(network_mode="none"))
         if ok:
@@ -460,7 +465,7 @@ def create_node(
         network_mode=network or "none",
         # The inner engine's data on an anonymous, labelled volume that goes with the node.
         mounts=[Mount("/var/lib/docker", None, type="volume", labels=node_labels)],
-        log_config={"type": "json-file", "config": {"max-size": "1m", "max-file": "1"}},
+        **node_limits(),
     )
     networking_config = None
     if network:
@@ -497,6 +502,25 @@ def create_node(
     except DockerException as exc:
         _cleanup_failed(container_id)
         raise EngineUnavailable(f"the Docker engine does not answer: {exc}") from exc
+
+
+def node_limits() -> dict[str, Any]:
+    """HostConfig options that cap what one node may use (see docs/configuration.md)."""
+    limits: dict[str, Any] = {
+        "mem_limit": settings.PWD_NODE_MEMORY,
+        # Docker's memswap is memory plus swap.
+        "memswap_limit": settings.PWD_NODE_MEMORY + settings.PWD_NODE_SWAP,
+        "oom_kill_disable": False,
+        "nano_cpus": int(settings.PWD_NODE_CPUS * 1e9),
+        "pids_limit": settings.PWD_NODE_PIDS,
+        "log_config": {
+            "type": "json-file",
+            "config": {"max-size": str(settings.PWD_NODE_LOG_SIZE), "max-file": "1"},
+        },
+    }
+    if settings.PWD_NODE_DISK:
+        limits["storage_opt"] = {"size": settings.PWD_NODE_DISK}
+    return limits
 
 
 def _cleanup_failed(container_id: str) -> None:
