@@ -31,6 +31,21 @@ class SessionQuerySet(models.QuerySet):
             | models.Q(last_activity_at__lte=now - timedelta(seconds=settings.PWD_IDLE_TIMEOUT))
         )
 
+    def expiring(self, now: datetime | None = None) -> "SessionQuerySet":
+        """Active sessions within PWD_EXPIRY_WARNING of their end and not warned yet."""
+        now = now or timezone.now()
+        soon = now + timedelta(seconds=settings.PWD_EXPIRY_WARNING)
+        return (
+            self.active(now)
+            .filter(expiry_warned_at__isnull=True)
+            .filter(
+                models.Q(created_at__lte=soon - timedelta(seconds=settings.PWD_SESSION_LIFETIME))
+                | models.Q(
+                    last_activity_at__lte=soon - timedelta(seconds=settings.PWD_IDLE_TIMEOUT)
+                )
+            )
+        )
+
 
 class Session(models.Model):
     id = models.CharField(primary_key=True, max_length=64, default=new_session_id, editable=False)
@@ -56,6 +71,11 @@ class Session(models.Model):
     def short_id(self) -> str:
         """The first characters of the id, safe for logs (the full id is a credential)."""
         return self.id[:6]
+
+    @property
+    def page_path(self) -> str:
+        """The session page, where a trainee works with the nodes."""
+        return f"/p/{self.id}/"
 
     @property
     def expires_at(self) -> datetime:

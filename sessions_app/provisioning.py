@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 import re
 import shlex
 import threading
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import docker
+import requests
 from django.conf import settings
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.types import Mount
@@ -169,7 +171,11 @@ class EngineObjects:
 
 _client_lock = threading.Lock()
 _client: docker.DockerClient | None = None
+_exec_client: docker.DockerClient | None = None
 _executor: ThreadPoolExecutor | None = None
+
+# The longest command the exec API runs; the exec client waits a little longer for it.
+EXEC_MAX_TIMEOUT = 600
 
 
 def client() -> docker.DockerClient:
@@ -187,6 +193,26 @@ def client() -> docker.DockerClient:
     return _client
 
 
+def exec_client() -> docker.DockerClient:
+    """A client for long execs: its socket timeout outlasts the longest allowed command.
+
+    The shared client gives up on a read after 120 s of silence, but a command may run
+    quietly for up to EXEC_MAX_TIMEOUT; the in-node timeout is what bounds it.
+    """
+    global _exec_client
+    if _exec_client is None:
+        with _client_lock:
+            if _exec_client is None:
+                try:
+                    _exec_client = docker.from_env(
+                        max_pool_size=settings.PWD_ENGINE_THREADS + 8,
+                        timeout=EXEC_MAX_TIMEOUT + 60,
+                    )
+                except DockerException as exc:
+                    raise EngineUnavailable(f"the Docker engine does not answer: {exc}") from exc
+    return _exec_client
+
+
 def executor() -> ThreadPoolExecutor:
     global _executor
     if _executor is None:
@@ -199,9 +225,20 @@ def executor() -> ThreadPoolExecutor:
 
 
 async def run(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run a blocking engine call on the engine thread pool."""
+    """Run a blocking engine call on the engine thread pool.
+
+    Raises EngineError (EngineUnavailable when the engine does not answer) for any
+    failure docker-py did not already turn into one, so callers handle a single family.
+    """
     loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(executor(), functools.partial(func, *args, **kwargs))
+    try:
+        return await loop.run_in_executor(executor(), functools.partial(func, *args, **kwargs))
+    except EngineError:
+        raise
+    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+        raise EngineUnavailable(f"the Docker engine does not answer: {exc}") from exc
+    except DockerException as exc:
+        raise EngineError(f"the Docker engine refused: {exc}") from exc
 
 
 def labels(role: str, session_id: str | None = None, node: str | None = None) -> dict[str, str]:
@@ -552,8 +589,8 @@ def exec_in_node(
         'set -o pipefail; timeout -k 2 "$0" "$@" 2>&1 | head -c "$PWD_EXEC_CAP"; '
         "exit ${PIPESTATUS[0]}"
     )
-    argv = ["bash", "-c", script, str(int(timeout)), *command]
-    api = client().api
+    argv = ["bash", "-c", script, str(max(1, math.ceil(timeout))), *command]
+    api = exec_client().api
     try:
         exec_id = api.exec_create(
             container_id,
@@ -627,16 +664,31 @@ def remove_volume(name: str) -> None:
         raise EngineError(f"could not remove volume: {exc.explanation}") from exc
 
 
-def remove_session_objects(session_id: str) -> None:
-    """Remove every container, volume and network labelled with ``session_id``."""
+def remove_session_objects(session_id: str, wait: float = 10.0) -> None:
+    """Remove every container, volume and network labelled with ``session_id``.
+
+    Returns once the engine no longer lists any of them: a swarm removes an overlay
+    network asynchronously, and callers promise "removed" when this returns. Raises
+    EngineError when something is still there after ``wait`` seconds.
+    """
     api = client().api
     wanted = _instance_filter(**{LABEL_SESSION: session_id})
-    for container in api.containers(all=True, filters=wanted):
-        _remove_container(container["Id"])
-    for volume in api.volumes(filters=wanted).get("Volumes") or []:
-        remove_volume(volume["Name"])
-    for network in api.networks(filters=wanted):
-        remove_network(network["Id"])
+    try:
+        for container in api.containers(all=True, filters=wanted):
+            _remove_container(container["Id"])
+        for volume in api.volumes(filters=wanted).get("Volumes") or []:
+            remove_volume(volume["Name"])
+        for network in api.networks(filters=wanted):
+            remove_network(network["Id"])
+        deadline = time.monotonic() + wait
+        while api.networks(filters=wanted) or api.containers(all=True, filters=wanted):
+            if time.monotonic() > deadline:
+                raise EngineError("the session's objects are still on the engine")
+            time.sleep(0.05)
+    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+        raise EngineUnavailable(f"the Docker engine does not answer: {exc}") from exc
+    except DockerException as exc:
+        raise EngineError(f"could not remove the session's objects: {exc}") from exc
 
 
 def describe(container_id: str) -> str:
