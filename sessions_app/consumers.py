@@ -1,0 +1,60 @@
+"""The events websocket: every viewer of a session hears what happens to it."""
+
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+from sessions_app import events
+from sessions_app.models import Session
+
+# Closing codes in the 4000 range are ours; 4404 mirrors HTTP's "not found".
+CLOSE_NOT_FOUND = 4404
+
+
+@database_sync_to_async
+def _active_session(session_id: str) -> Session | None:
+    session = Session.objects.active().filter(pk=session_id).first()
+    if session is not None:
+        session.touch()
+    return session
+
+
+class EventsConsumer(AsyncJsonWebsocketConsumer):
+    """Authorises in ``connect`` (knowing the session id is the credential), then
+    forwards the session's group messages; it never reads from the client."""
+
+    session_id: str = ""
+
+    async def connect(self) -> None:
+        session_id = self.scope["url_route"]["kwargs"]["session_id"]
+        await self.accept()
+        if await _active_session(session_id) is None:
+            await self.send_json(
+                {
+                    "type": "error",
+                    "error": {
+                        "code": "session_not_found",
+                        "message": "There is no such session, or it has ended.",
+                    },
+                }
+            )
+            await self.close(code=CLOSE_NOT_FOUND)
+            return
+        self.session_id = session_id
+        await self.channel_layer.group_add(events.group_name(session_id), self.channel_name)
+
+    async def disconnect(self, code: int) -> None:
+        if self.session_id:
+            await self.channel_layer.group_discard(
+                events.group_name(self.session_id), self.channel_name
+            )
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        """Viewers only listen; anything they send is ignored."""
+
+    async def session_event(self, message: dict[str, Any]) -> None:
+        event = message["event"]
+        await self.send_json(event)
+        if event.get("type") == "session.ended":
+            await self.close(code=1000)

@@ -1,0 +1,32 @@
+"""The JSON shapes of sessions and nodes, shared by the API views and the events."""
+
+from typing import Any
+
+from django.core.serializers.json import DjangoJSONEncoder
+
+from sessions_app.models import Node, Session
+
+_encoder = DjangoJSONEncoder()
+
+
+def node_data(node: Node) -> dict[str, Any]:
+    return {
+        "name": node.name,
+        "hostname": node.hostname,
+        "ip": node.ip,
+        "status": node.status,
+        "created_at": _encoder.default(node.created_at),
+        "ports": [],
+        "terminal": node.terminal_path,
+    }
+
+
+def session_data(session: Session, nodes: list[Node]) -> dict[str, Any]:
+    return {
+        "id": session.id,
+        "url": session.page_path,
+        "created_at": _encoder.default(session.created_at),
+        "expires_at": _encoder.default(session.expires_at),
+        "max_nodes": session.max_nodes,
+        "nodes": [node_data(node) for node in nodes],
+    }

@@ -1,0 +1,199 @@
+"""Orchestration of sessions and nodes: what the API views (and the reaper) call.
+
+Views stay thin: they parse and validate, call one function here, and render. Engine
+calls go through :mod:`sessions_app.provisioning` on its thread pool; the ORM through
+its async API. Node acquisition is a single function, :func:`acquire_node`, so a warm
+pool can be plugged in there without touching the rest.
+"""
+
+import asyncio
+import logging
+import math
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from sessions_app import events, provisioning
+from sessions_app.errors import BadRequest, Conflict, NotFound
+from sessions_app.models import Node, Session
+from sessions_app.provisioning import ExecResult, NodeHandle
+from sessions_app.serialize import node_data
+
+log = logging.getLogger(__name__)
+
+SESSION_NOT_FOUND = "There is no such session, or it has ended."
+
+
+# --- sessions ---------------------------------------------------------------------------
+
+
+async def create_session() -> Session:
+    """Create a session and its overlay network; nothing is left behind on failure.
+
+    The row comes first: the reaper removes a labelled network whose session the
+    database does not know, so the network must never exist before its row.
+    """
+    session = await Session.objects.acreate(max_nodes=settings.PWD_MAX_NODES)
+    try:
+        name, network_id = await provisioning.run(provisioning.create_session_network, session.id)
+    except BaseException:
+        await Session.objects.filter(pk=session.pk).adelete()
+        await _remove_quietly(session.id)
+        raise
+    session.network_name, session.network_id = name, network_id
+    await session.asave(update_fields=["network_name", "network_id"])
+    return session
+
+
+async def active_session(session_id: str) -> Session:
+    """The session if it is active, recording the call as activity; else NotFound."""
+    try:
+        session = await Session.objects.active().aget(pk=session_id)
+    except Session.DoesNotExist:
+        raise NotFound(SESSION_NOT_FOUND, "session_not_found") from None
+    await sync_to_async(session.touch)()
+    return session
+
+
+async def session_nodes(session: Session) -> list[Node]:
+    return [node async for node in session.nodes.all()]
+
+
+async def end_session(session: Session, reason: str = "deleted") -> None:
+    """End the session and return once its nodes, volumes and network are removed.
+
+    Raises EngineError when the engine could not remove everything; the session is
+    then ended but not cleaned, and the reaper finishes the job.
+    """
+    if await sync_to_async(session.end)():
+        await events.publish(session.id, {"type": "session.ended", "reason": reason})
+    await provisioning.run(provisioning.remove_session_objects, session.id)
+    await sync_to_async(mark_cleaned)(session.id)
+
+
+def mark_cleaned(session_id: str) -> None:
+    """Record that an ended session has nothing left on the engine; drop its node rows."""
+    Node.objects.filter(session_id=session_id).delete()
+    Session.objects.filter(pk=session_id, cleaned_at__isnull=True).update(cleaned_at=timezone.now())
+
+
+async def _remove_quietly(session_id: str) -> None:
+    try:
+        await provisioning.run(provisioning.remove_session_objects, session_id)
+    except provisioning.EngineError:
+        log.warning("could not remove what session %s left; the reaper will", session_id[:6])
+
+
+# --- nodes ------------------------------------------------------------------------------
+
+
+async def acquire_node(session: Session, name: str, image: str) -> NodeHandle:
+    """A running node called ``name`` on the session's network, its inner engine up.
+
+    The one place nodes come from (a warm pool plugs in here). On failure nothing of
+    the node is left on the engine and an EngineError is raised.
+    """
+    return await provisioning.run(
+        provisioning.create_node, session.id, name, session.network_name, image
+    )
+
+
+def allowed_image(image: object) -> str:
+    """The image to start, defaulting to PWD_NODE_IMAGE; BadRequest when not allowed."""
+    if image is None:
+        return settings.PWD_NODE_IMAGE
+    if not isinstance(image, str) or image not in settings.PWD_NODE_IMAGES:
+        allowed = ", ".join(settings.PWD_NODE_IMAGES)
+        raise BadRequest(f"That image is not allowed here; use one of: {allowed}.", "bad_image")
+    return image
+
+
+def _reserve_slot(session_id: str, image: str) -> Node:
+    """Insert the node row (status starting) under the lowest free name, or raise.
+
+    IMMEDIATE transactions (SQLite) or the row lock (PostgreSQL) serialise two adds
+    racing for the last slot; the unique (session, name) constraint backs them up.
+    """
+    with transaction.atomic():
+        session = Session.objects.select_for_update().active().filter(pk=session_id).first()
+        if session is None:
+            raise NotFound(SESSION_NOT_FOUND, "session_not_found")
+        taken = set(session.nodes.values_list("name", flat=True))
+        name = Node.free_name(taken, session.max_nodes)
+        if name is None:
+            raise Conflict(
+                f"This session already has its {session.max_nodes} nodes; remove one first.",
+                "node_limit_reached",
+            )
+        try:
+            return Node.objects.create(session=session, name=name, hostname=name, image=image)
+        except IntegrityError:
+            raise Conflict(
+                "Another node is being added; try again.", "node_limit_reached"
+            ) from None
+
+
+async def add_node(session: Session, image: str) -> Node:
+    """Reserve a slot, start the node outside any transaction, then record it.
+
+    Shielded from cancellation: a client that hangs up does not leave a half-made node;
+    the node is finished (and announced) or removed.
+    """
+    node = await sync_to_async(_reserve_slot)(session.pk, image)
+    return await asyncio.shield(_start_reserved(session, node))
+
+
+async def _start_reserved(session: Session, node: Node) -> Node:
+    try:
+        handle = await acquire_node(session, node.name, node.image)
+    except BaseException:
+        await Node.objects.filter(pk=node.pk).adelete()
+        raise
+    node.status, node.container_id, node.ip = Node.Status.RUNNING, handle.container_id, handle.ip
+    updated = await Node.objects.filter(pk=node.pk, status=Node.Status.STARTING).aupdate(
+        status=node.status, container_id=node.container_id, ip=node.ip
+    )
+    # The session may have ended while the node started; its clean-up may have run
+    # before this container existed, so this side removes it.
+    if not updated or not await Session.objects.active().filter(pk=session.pk).aexists():
+        await provisioning.run(provisioning.remove_node, handle.container_id)
+        await Node.objects.filter(pk=node.pk).adelete()
+        raise NotFound(SESSION_NOT_FOUND, "session_not_found")
+    await events.publish(session.id, {"type": "node.added", "node": node_data(node)})
+    return node
+
+
+async def get_node(session: Session, name: str) -> Node:
+    try:
+        return await session.nodes.aget(name=name)
+    except Node.DoesNotExist:
+        raise NotFound(f"This session has no node called {name}.", "node_not_found") from None
+
+
+async def remove_node(session: Session, name: str) -> None:
+    """Remove the node's container and volume, then its row; announce it once."""
+    node = await get_node(session, name)
+    if node.status == Node.Status.STARTING:
+        raise Conflict(f"{name} is still starting; try again in a moment.", "node_starting")
+    await provisioning.run(provisioning.remove_node, node.container_id)
+    deleted, _ = await Node.objects.filter(pk=node.pk).adelete()
+    if deleted:
+        await events.publish(session.id, {"type": "node.removed", "name": name})
+
+
+async def exec_in_node(
+    session: Session, name: str, command: list[str], time_limit: float
+) -> ExecResult:
+    """Run ``command`` in the node, ended in the node after ``time_limit`` seconds."""
+    node = await get_node(session, name)
+    if node.status != Node.Status.RUNNING:
+        raise Conflict(f"{name} is {node.status}, not running.", "node_not_running")
+    return await provisioning.run(
+        provisioning.exec_in_node,
+        node.container_id,
+        command,
+        math.ceil(time_limit),
+        settings.PWD_EXEC_MAX_OUTPUT,
+    )
