@@ -518,7 +518,7 @@ def create_node(
             stdin_open=True,
             hostname=node_name,
             labels=node_labels,
-            environment={"PWD_NODE_NAME": node_name},
+            environment=_node_environment(node_name, role),
             host_config=host_config,
             networking_config=networking_config,
         )["Id"]
@@ -613,11 +613,55 @@ def exec_in_node(
     return ExecResult(exit_code, output.decode("utf-8", "replace"), truncated, timed_out)
 
 
+def _node_environment(node_name: str, role: str) -> dict[str, str]:
+    environment = {"PWD_NODE_NAME": node_name}
+    if role == ROLE_POOL:
+        # The entrypoint holds back the login shell until rename_node_host releases it.
+        environment["PWD_NODE_POOLED"] = "1"
+    return environment
+
+
+# Renames the host, points the /etc/hosts line the engine wrote for the old name (on
+# connect) at the new one, and starts the shell a pool node holds back (see the node
+# entrypoint). /etc/hosts is a bind mount: rewritten in place, never replaced.
+_RENAME_HOST = (
+    'old=$(hostname); hostname "$1" || exit 1; '
+    'if [ "$old" != "$1" ] && grep -q "[[:space:]]$old\\$" /etc/hosts; then '
+    'hosts=$(sed "s/[[:space:]]$old\\$/\\t$1/" /etc/hosts) && '
+    "printf '%s\\n' \"$hosts\" > /etc/hosts; fi; "
+    "if [ -p /run/pwd-claim ]; then timeout 5 sh -c 'echo go > /run/pwd-claim' || exit 1; fi"
+)
+
+
 def rename_node_host(container_id: str, hostname: str) -> None:
-    """Rename a node's host inside it (shell prompt and inner dockerd follow)."""
-    code, output = _exec_simple(container_id, ["hostname", hostname])
+    """Rename a node's host inside it (shell prompt and inner dockerd follow).
+
+    A pool node's login shell starts only now, so its first prompt shows ``hostname``.
+    """
+    try:
+        code, output = _exec_simple(container_id, ["sh", "-c", _RENAME_HOST, "sh", hostname])
+    except NotFound as exc:
+        raise EngineError("the node is gone") from exc
+    except APIError as exc:
+        raise EngineError(f"could not rename the node: {exc.explanation or exc}") from exc
     if code != 0:
         raise EngineError(f"could not rename the node: {output.strip()}")
+
+
+def memory_usage(container_id: str) -> int:
+    """Bytes of memory the container's cgroup uses, counted as ``docker stats`` does
+    (page cache that can be dropped at once is left out). Raises EngineError when gone."""
+    try:
+        stats = client().api.stats(container_id, stream=False, one_shot=True)
+    except NotFound as exc:
+        raise EngineError("the node is gone") from exc
+    except APIError as exc:
+        raise EngineError(f"could not read the node's stats: {exc.explanation or exc}") from exc
+    memory = stats.get("memory_stats") or {}
+    detail = memory.get("stats") or {}
+    # cgroup v2 reports inactive_file, v1 total_inactive_file.
+    cache = detail.get("inactive_file", detail.get("total_inactive_file", 0))
+    return max(0, int(memory.get("usage", 0)) - int(cache))
 
 
 def connect_node(container_id: str, network: str, alias: str) -> str:
@@ -670,11 +714,17 @@ def remove_session_objects(session_id: str, wait: float = 10.0) -> None:
     Returns once the engine no longer lists any of them: a swarm removes an overlay
     network asynchronously, and callers promise "removed" when this returns. Raises
     EngineError when something is still there after ``wait`` seconds.
+
+    Containers on the session network go too: a node taken from the warm pool keeps the
+    labels it was created with (``pwd.role=pool``, no ``pwd.session``).
     """
     api = client().api
     wanted = _instance_filter(**{LABEL_SESSION: session_id})
+    on_network = {**_instance_filter(), "network": [network_name(session_id)]}
     try:
-        for container in api.containers(all=True, filters=wanted):
+        for container in api.containers(all=True, filters=wanted) + api.containers(
+            all=True, filters=on_network
+        ):
             _remove_container(container["Id"])
         for volume in api.volumes(filters=wanted).get("Volumes") or []:
             remove_volume(volume["Name"])
