@@ -1,3 +1,13 @@
 """Websocket routes of the terminals app."""
 
-websocket_urlpatterns: list = []
+from django.urls import path
+
+from terminals.consumers import TerminalConsumer
+
+websocket_urlpatterns = [
+    path(
+        "ws/sessions/<str:session_id>/nodes/<str:node>/terminal/",
+        TerminalConsumer.as_asgi(),
+        name="terminal",
+    ),
+]

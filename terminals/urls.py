@@ -1,3 +1,7 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from terminals import views
+
+urlpatterns = [
+    path("p/<str:session_id>/", views.session_page, name="session-page"),
+]

@@ -1,0 +1,201 @@
+"""A terminal emulator state (pyte) and its rendering as one ANSI snapshot.
+
+A client that connects (or reconnects, or fell behind) gets the screen as it is now,
+plus a bounded scrollback, as bytes that rebuild it in any xterm-compatible terminal:
+a full reset first, so applying a snapshot never duplicates what was on screen.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import defaultdict, deque
+from typing import Any
+
+import pyte
+from pyte import graphics
+from pyte.screens import Char, Margins
+
+HISTORY_LINES = 1000
+# Snapshots larger than this lose their oldest scrollback lines.
+SNAPSHOT_BUDGET = 512 * 1024
+
+_ALTERNATE = {47, 1047, 1049}
+# Private modes pyte records but does not act on, replayed so that the client's cursor
+# keys, mouse reporting and bracketed paste match what the program asked for.
+_REPLAYED_PRIVATE_MODES = (1, 1000, 1002, 1003, 1005, 1006, 1015, 2004)
+
+_FG = {name: code for code, name in {**graphics.FG_ANSI, **graphics.FG_AIXTERM}.items()}
+_BG = {name: code for code, name in {**graphics.BG_ANSI, **graphics.BG_AIXTERM}.items()}
+_DEFAULT = Char(" ")
+
+
+class TerminalScreen(pyte.Screen):
+    """pyte's Screen with its own cheap scrollback and the alternate screen.
+
+    pyte's HistoryScreen wraps every call (it parses ``yes`` at ~70 KB/s); keeping the
+    lines that scroll off the top in a deque costs next to nothing. Full-screen programs
+    (vim, top, less) draw on the alternate screen, which keeps no scrollback and is
+    dropped when they exit, as in xterm.
+    """
+
+    def __init__(self, columns: int, lines: int, history: int = HISTORY_LINES) -> None:
+        self.history: deque[Any] = deque(maxlen=history)
+        self.saved_main: tuple[Any, Any] | None = None
+        super().__init__(columns, lines)
+
+    @property
+    def in_alternate(self) -> bool:
+        return self.saved_main is not None
+
+    def reset(self) -> None:
+        self.saved_main = None
+        super().reset()
+
+    def index(self) -> None:
+        top, bottom = self.margins or Margins(0, self.lines - 1)
+        if self.cursor.y == bottom and top == 0 and not self.in_alternate:
+            # Screen.index shifts row objects up and drops the top one, never mutating
+            # it, so the row itself can go to the scrollback without a copy.
+            self.history.append(self.buffer[0])
+        super().index()
+
+    def set_mode(self, *modes: int, **kwargs: Any) -> None:
+        if kwargs.get("private") and _ALTERNATE.intersection(modes) and not self.in_alternate:
+            self.saved_main = (self.buffer, copy.copy(self.cursor))
+            self.buffer = defaultdict(self.buffer.default_factory)
+            self.dirty.update(range(self.lines))
+        super().set_mode(*modes, **kwargs)
+
+    def reset_mode(self, *modes: int, **kwargs: Any) -> None:
+        if kwargs.get("private") and _ALTERNATE.intersection(modes) and self.saved_main:
+            self.buffer, cursor = self.saved_main
+            self.saved_main = None
+            if 1049 in modes:
+                self.cursor = cursor
+                self.ensure_hbounds()
+                self.ensure_vbounds()
+            self.dirty.update(range(self.lines))
+        super().reset_mode(*modes, **kwargs)
+
+
+def _color(value: str, table: dict[str, int], extended: int) -> list[str]:
+    if value == "default":
+        return []
+    if value in table:
+        return [str(table[value])]
+    if len(value) == 6:
+        try:
+            red, green, blue = (int(value[i : i + 2], 16) for i in (0, 2, 4))
+        except ValueError:
+            return []
+        return [str(extended), "2", str(red), str(green), str(blue)]
+    return []
+
+
+def sgr(char: Char) -> str:
+    """The SGR sequence that sets exactly the attributes of ``char``."""
+    codes = ["0"]
+    codes += ["1"] if char.bold else []
+    codes += ["3"] if char.italics else []
+    codes += ["4"] if char.underscore else []
+    codes += ["5"] if char.blink else []
+    codes += ["7"] if char.reverse else []
+    codes += ["9"] if char.strikethrough else []
+    codes += _color(char.fg, _FG, 38)
+    codes += _color(char.bg, _BG, 48)
+    return f"\x1b[{';'.join(codes)}m"
+
+
+def _attrs(char: Char) -> tuple[Any, ...]:
+    return char[1:]
+
+
+_DEFAULT_ATTRS = _attrs(_DEFAULT)
+
+
+def render_line(row: Any, columns: int) -> str:
+    """One screen row as text with SGR changes, trailing blanks trimmed."""
+    end = columns
+    while end > 0:
+        char = row[end - 1]
+        if char.data not in (" ", "") or char.bg != "default" or char.reverse:
+            break
+        end -= 1
+    out: list[str] = []
+    current = _DEFAULT_ATTRS
+    for x in range(end):
+        char = row[x]
+        if char.data == "":  # the second cell of a wide character
+            continue
+        attrs = _attrs(char)
+        if attrs != current:
+            out.append(sgr(char))
+            current = attrs
+        out.append(char.data)
+    if current != _DEFAULT_ATTRS:
+        out.append("\x1b[0m")
+    return "".join(out)
+
+
+def render(screen: TerminalScreen, history: bool = True) -> bytes:
+    """The whole state as bytes: reset, scrollback, screen, modes, cursor.
+
+    The scrollback and main screen are written as lines and the cursor is placed with
+    relative moves, so the result is right even when the client has more rows.
+    """
+    rows = screen.lines
+    main_buffer, main_cursor = screen.saved_main or (screen.buffer, screen.cursor)
+    screen_lines = [render_line(main_buffer[y], screen.columns) for y in range(rows)]
+    scrollback = [render_line(row, screen.columns) for row in screen.history] if history else []
+    size = sum(len(line) + 2 for line in screen_lines)
+    kept: list[str] = []
+    for line in reversed(scrollback):
+        size += len(line) + 2
+        if size > SNAPSHOT_BUDGET:
+            break
+        kept.append(line)
+    kept.reverse()
+    out = ["\x1bc"]
+    out.append("\r\n".join(kept + screen_lines))
+    # After the last line the cursor is on the bottom row; move it to where it belongs.
+    up = rows - 1 - main_cursor.y
+    out.append(f"\x1b[{up}A" if up > 0 else "")
+    out.append(f"\r\x1b[{main_cursor.x}C" if main_cursor.x else "\r")
+    if screen.in_alternate:
+        out.append("\x1b[?1049h\x1b[H\x1b[2J")
+        for y in range(rows):
+            line = render_line(screen.buffer[y], screen.columns)
+            if line:
+                out.append(f"\x1b[{y + 1};1H{line}")
+    margins = screen.margins
+    if margins and (margins.top, margins.bottom) != (0, rows - 1):
+        out.append(f"\x1b[{margins.top + 1};{margins.bottom + 1}r")
+    if screen.in_alternate or margins:
+        out.append(f"\x1b[{screen.cursor.y + 1};{screen.cursor.x + 1}H")
+    for mode in _REPLAYED_PRIVATE_MODES:
+        if (mode << 5) in screen.mode:
+            out.append(f"\x1b[?{mode}h")
+    if pyte.modes.DECAWM not in screen.mode:
+        out.append("\x1b[?7l")
+    if screen.cursor.hidden:
+        out.append("\x1b[?25l")
+    if _attrs(screen.cursor.attrs) != _DEFAULT_ATTRS:
+        out.append(sgr(screen.cursor.attrs))
+    return "".join(out).encode("utf-8")
+
+
+class Emulator:
+    """A screen and the byte stream that drives it."""
+
+    def __init__(self, columns: int = 80, lines: int = 24) -> None:
+        self.screen = TerminalScreen(columns, lines)
+        self.stream = pyte.ByteStream(self.screen)
+
+    def feed(self, data: bytes) -> None:
+        self.stream.feed(data)
+
+    def resize(self, columns: int, lines: int) -> None:
+        self.screen.resize(lines, columns)
+
+    def snapshot(self) -> bytes:
+        return render(self.screen)
