@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Serve pwd: the reaper in the background and daphne in the foreground. Ctrl-C stops both.
+# Serve pwd: the reaper and the pool keeper in the background, daphne in the foreground.
+# Ctrl-C stops them all.
 set -euo pipefail
 host=${1:-127.0.0.1}
 port=${2:-8000}
@@ -15,6 +16,11 @@ trap cleanup EXIT INT TERM
 if "$py" manage.py help reap >/dev/null 2>&1; then
     printf '\033[1m==> starting the reaper\033[0m\n'
     "$py" manage.py reap &
+    pids+=($!)
+fi
+if "$py" manage.py help pool >/dev/null 2>&1; then
+    printf '\033[1m==> starting the warm node pool\033[0m\n'
+    "$py" manage.py pool &
     pids+=($!)
 fi
 printf '\033[1m==> serving pwd at http://%s:%s/\033[0m\n' "$host" "$port"

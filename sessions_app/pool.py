@@ -10,11 +10,11 @@ Two halves share the ``PoolNode`` table:
   moves its container onto the session network under the node's name and renames its
   host. Several web processes and keepers may share one pool.
 
-Ownership of a ``pwd.role=pool`` container (labels never change after creation): it is
-the pool's while a ``PoolNode`` row has its id and no ``Node`` row does; once a ``Node``
-row has its id it belongs to that node and its session, like any other node container.
-A claimed row stays until the keeper sees the ``Node`` row, so there is no moment in
-which neither row protects the container.
+Ownership of a ``pwd.role=pool`` container (labels never change after creation): its
+``PoolNode`` row stays, claimed, for as long as a ``Node`` row names the container, so
+a reaper that keeps pool containers with a row never removes a taken node. Once no
+``Node`` row names it (the node or its session was removed) and the claim is older
+than CLAIM_GRACE, the keeper removes the container, if still there, and the row.
 """
 
 from __future__ import annotations
@@ -82,17 +82,20 @@ def _drop(row: PoolNode) -> None:
     PoolNode.objects.filter(pk=row.pk).delete()
 
 
-async def take(session: Session, node_name: str) -> provisioning.NodeHandle | None:
-    """A warm node moved onto ``session``'s network as ``node_name``, or None.
+async def take(
+    session: Session, node_name: str, image: str | None = None
+) -> provisioning.NodeHandle | None:
+    """A warm node of ``image`` moved onto ``session``'s network as ``node_name``, or None.
 
-    None means "start one cold": the pool is off or empty, or the taken node failed to
-    move (it is then removed). The caller must store the handle's container id in the
-    node's row; until the keeper sees that row, the claimed pool row keeps the keeper
-    away from the container.
+    None means "start one cold": the pool is off or empty, holds no node of ``image``
+    (it holds PWD_NODE_IMAGE only), or the taken node failed to move (it is then
+    removed). The caller must store the handle's container id in the node's row within
+    CLAIM_GRACE; that row is what keeps the container the node's.
     """
+    image = image or settings.PWD_NODE_IMAGE
     if settings.PWD_POOL_SIZE <= 0 or not session.network_name:
         return None
-    row = await sync_to_async(_claim)(settings.PWD_NODE_IMAGE, timezone.now())
+    row = await sync_to_async(_claim)(image, timezone.now())
     if row is None:
         return None
     container_id = row.container_id
@@ -201,11 +204,12 @@ class Keeper:
         for row in rows:
             container = containers.get(row.container_id)
             if row.container_id in owned_by_nodes:
-                # Handed over: the container is its node's now, the row has done its job.
-                _drop(row)
-            elif row.claimed_at is not None:
+                # Taken: the container is its node's now; the row marks it as accounted for.
+                continue
+            if row.claimed_at is not None:
                 if row.claimed_at < now - CLAIM_GRACE:
-                    log.info("removing pool node %s: claim abandoned", row.container_id[:12])
+                    # The node was removed, its session ended, or a take was abandoned.
+                    log.info("removing pool node %s: no node has it", row.container_id[:12])
                     provisioning.remove_node(row.container_id)
                     _drop(row)
             elif container is None or container.get("State") != "running":

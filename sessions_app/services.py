@@ -15,7 +15,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from sessions_app import events, provisioning
+from sessions_app import events, pool, provisioning
 from sessions_app.errors import BadRequest, Conflict, NotFound
 from sessions_app.models import Node, Session
 from sessions_app.provisioning import ExecResult, NodeHandle
@@ -92,9 +92,13 @@ async def _remove_quietly(session_id: str) -> None:
 async def acquire_node(session: Session, name: str, image: str) -> NodeHandle:
     """A running node called ``name`` on the session's network, its inner engine up.
 
-    The one place nodes come from (a warm pool plugs in here). On failure nothing of
-    the node is left on the engine and an EngineError is raised.
+    The one place nodes come from: a warm node from the pool when there is one, else
+    a cold start. On failure nothing of the node is left on the engine and an
+    EngineError is raised.
     """
+    handle = await pool.take(session, name, image)
+    if handle is not None:
+        return handle
     return await provisioning.run(
         provisioning.create_node, session.id, name, session.network_name, image
     )

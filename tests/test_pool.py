@@ -88,25 +88,31 @@ async def test_a_taken_node_is_named_and_on_the_session_network_like_a_fresh_one
     sh(engine, cid, "docker version --format '{{.Server.Version}}'")
 
 
-async def test_a_claimed_node_stays_protected_until_its_node_row_takes_over(
+async def test_a_taken_node_keeps_its_claimed_row_while_a_node_row_names_it(
     engine, keeper, session
 ):
     await sync_to_async(keeper.run_once)()
     handle = await pool.take(session, "node1")
     assert handle is not None
     later = timezone.now() + timedelta(minutes=10)
+    rows = PoolNode.objects.filter(container_id=handle.container_id)
 
-    # Claimed, no Node row yet: neither the row nor the container goes.
+    # Claimed a moment ago, no Node row yet (the web process is about to write it).
     await sync_to_async(keeper.reconcile)(timezone.now())
-    assert await sync_to_async(PoolNode.objects.filter(container_id=handle.container_id).exists)()
+    assert await sync_to_async(rows.exists)()
 
-    await sync_to_async(Node.objects.create)(
+    node = await sync_to_async(Node.objects.create)(
         session=session, name="node1", hostname="node1", container_id=handle.container_id
     )
     await sync_to_async(keeper.reconcile)(later)
-
-    assert not await sync_to_async(PoolNode.objects.exists)()
+    assert await sync_to_async(rows.exists)()
     assert engine.container_status(handle.container_id) == "running"
+
+    # The node is removed (or its session cleaned): the keeper tidies up after it.
+    await sync_to_async(node.delete)()
+    await sync_to_async(keeper.reconcile)(later)
+    assert not await sync_to_async(rows.exists)()
+    assert engine.container_status(handle.container_id) == "missing"
 
 
 async def test_the_pool_refills_after_a_take(engine, keeper, session):
