@@ -21,12 +21,12 @@ async def add_node(client: AsyncClient, session_id: str, body: Any = None):
     return await post(client, f"/api/sessions/{session_id}/nodes/", body)
 
 
-async def run(client: AsyncClient, session_id: str, node: str, script: str, timeout: float = 30):
+async def run(client: AsyncClient, session_id: str, node: str, script: str, seconds: float = 30):
     """``sh -c script`` in a node through the exec API; returns the JSON result."""
     response = await post(
         client,
         f"/api/sessions/{session_id}/nodes/{node}/exec/",
-        {"command": ["sh", "-c", script], "timeout": timeout},
+        {"command": ["sh", "-c", script], "timeout": seconds},
     )
     assert response.status_code == 200, response.content
     return response.json()
@@ -38,7 +38,8 @@ def error_of(response) -> dict[str, str]:
     body = response.json()
     assert set(body) == {"error"}, body
     assert set(body["error"]) == {"code", "message"}, body
-    assert body["error"]["code"] and body["error"]["message"]
+    assert body["error"]["code"]
+    assert body["error"]["message"]
     return body["error"]
 
 

@@ -63,7 +63,8 @@ async def test_deleting_a_session_removes_its_network_and_then_404s(engine, sess
     assert response.status_code == 204
     assert not engine.list_objects().networks
     ended = await Session.objects.aget(pk=data["id"])
-    assert ended.ended_at is not None and ended.cleaned_at is not None
+    assert ended.ended_at is not None
+    assert ended.cleaned_at is not None
     assert session.network_name
     gone = await sessions.client.get(f"/api/sessions/{data['id']}/")
     assert gone.status_code == 404
