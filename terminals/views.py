@@ -1,5 +1,8 @@
 """The session page: the side panel of nodes and the terminals of the selected one."""
 
+from datetime import timedelta
+
+from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.csrf import ensure_csrf_cookie
@@ -25,6 +28,12 @@ def session_page(request: HttpRequest, session_id: str) -> HttpResponse:
             "initial": {
                 "id": session.id,
                 "expires_at": session.expires_at.isoformat(),
+                # The page counts down itself; typing pushes the idle limit back.
+                "lifetime_ends_at": (
+                    session.created_at + timedelta(seconds=settings.PWD_SESSION_LIFETIME)
+                ).isoformat(),
+                "idle_timeout": settings.PWD_IDLE_TIMEOUT,
+                "warning_seconds": settings.PWD_EXPIRY_WARNING,
                 "max_nodes": session.max_nodes,
                 "nodes": nodes,
             },
