@@ -8,12 +8,15 @@ a full reset first, so applying a snapshot never duplicates what was on screen.
 from __future__ import annotations
 
 import copy
+import logging
 from collections import defaultdict, deque
 from typing import Any
 
 import pyte
 from pyte import graphics
 from pyte.screens import Char, Margins
+
+log = logging.getLogger(__name__)
 
 HISTORY_LINES = 1000
 # Snapshots larger than this lose their oldest scrollback lines.
@@ -58,6 +61,12 @@ class TerminalScreen(pyte.Screen):
             # it, so the row itself can go to the scrollback without a copy.
             self.history.append(self.buffer[0])
         super().index()
+
+    def select_graphic_rendition(self, *attrs: int, private: bool = False, **kwargs: Any) -> None:
+        # ``CSI > 4 ; 2 m`` (vim asking for modifyOtherKeys) reaches here as "private";
+        # it sets no attribute, and pyte's own method would raise on the keyword.
+        if not private:
+            super().select_graphic_rendition(*attrs)
 
     def set_mode(self, *modes: int, **kwargs: Any) -> None:
         if kwargs.get("private") and _ALTERNATE.intersection(modes) and not self.in_alternate:
@@ -192,7 +201,11 @@ class Emulator:
         self.stream = pyte.ByteStream(self.screen)
 
     def feed(self, data: bytes) -> None:
-        self.stream.feed(data)
+        try:
+            self.stream.feed(data)
+        except Exception:  # noqa: BLE001 - a sequence pyte trips on must not end the terminal
+            log.warning("the terminal emulator failed on a sequence; its parser restarts")
+            self.stream = pyte.ByteStream(self.screen)
 
     def resize(self, columns: int, lines: int) -> None:
         self.screen.resize(lines, columns)

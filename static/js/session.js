@@ -44,6 +44,9 @@ function showError(message) {
 
 // --- one terminal per node ----------------------------------------------------------
 
+// Replies xterm.js sends on its own: device attributes, cursor and mode reports.
+const REPORT = /^\x1b(\[[?>=]?[\d;]*\$?[a-zA-Z]|\][^\x07\x1b]*(\x07|\x1b\\)|P[^\x1b]*\x1b\\)$/;
+
 const FINAL_CODES = new Map([
   [4404, "This node does not exist any more."],
   [4410, "This node is gone."],
@@ -69,7 +72,12 @@ class NodeTerminal {
     this.term.loadAddon(this.fit);
     this.term.open(this.element);
     this.term.attachCustomKeyEventHandler((event) => this.onKey(event));
-    this.term.onData((text) => this.send({ type: "input", data: text }));
+    this.term.onData((text) => {
+      // Every tab's xterm.js answers a program's terminal queries (vim asks several);
+      // only the tab being used answers, or the shell would get the answers N times.
+      if (REPORT.test(text) && !this.focused()) return;
+      this.send({ type: "input", data: text });
+    });
     this.term.onResize(({ cols, rows }) => this.send({ type: "resize", cols, rows }));
     this.state = "connecting";
     this.attempt = 0;
@@ -202,6 +210,10 @@ class NodeTerminal {
     if (force && before === [this.term.cols, this.term.rows].join("x")) {
       this.send({ type: "resize", cols: this.term.cols, rows: this.term.rows });
     }
+  }
+
+  focused() {
+    return document.hasFocus() && this.element.contains(document.activeElement);
   }
 
   show() {
