@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import logging
 import math
 import re
@@ -383,8 +384,11 @@ def _detect_profile() -> Profile:
 
 
 def network_name(session_id: str) -> str:
-    # A prefix of the id keeps names short and readable; 96 bits make clashes moot.
-    return f"{settings.PWD_INSTANCE}-{session_id[:16]}"
+    """The session network's name: a swarm wants a DNS-safe one, and a session id may
+    hold ``_`` and ``-`` anywhere (a name ending in one is refused), so it is hex of a
+    hash; 96 bits make clashes moot. The ``pwd.session`` label holds the full id."""
+    digest = hashlib.sha256(session_id.encode()).hexdigest()[:24]
+    return f"{settings.PWD_INSTANCE}-{digest}"
 
 
 def create_session_network(session_id: str) -> tuple[str, str]:

@@ -97,3 +97,12 @@ async def test_an_unknown_session_is_not_found_for_every_method(engine):
     ]:
         assert response.status_code == 404
         assert error_of(response)["code"] == "session_not_found"
+
+
+@pytest.mark.parametrize("session_id", ["abcdefghijklmno_xyz", "abcdefghijklmno-xyz", "-_-_"])
+def test_any_session_id_makes_a_valid_network_name(engine, session_id):
+    name, network_id = engine.create_session_network(session_id)
+    try:
+        assert engine.client().api.inspect_network(network_id)["Name"] == name
+    finally:
+        engine.remove_network(network_id)
