@@ -94,12 +94,18 @@ class Session(models.Model):
         Writes at most once a second per session and never revives an ended one.
         """
         now = now or timezone.now()
+        changes: dict[str, datetime | None] = {"last_activity_at": now}
+        # Activity pushes back the idle limit, not the lifetime: a warning about the hard
+        # end stays given, or an active trainee would be warned again on every pass.
+        lifetime_end = self.created_at + timedelta(seconds=settings.PWD_SESSION_LIFETIME)
+        if lifetime_end - now > timedelta(seconds=settings.PWD_EXPIRY_WARNING):
+            changes["expiry_warned_at"] = None
         updated = Session.objects.filter(
             pk=self.pk, ended_at__isnull=True, last_activity_at__lt=now - timedelta(seconds=1)
-        ).update(last_activity_at=now, expiry_warned_at=None)
+        ).update(**changes)
         if updated:
-            self.last_activity_at = now
-            self.expiry_warned_at = None
+            for name, value in changes.items():
+                setattr(self, name, value)
 
     def end(self, now: datetime | None = None) -> bool:
         """Mark the session ended. Returns False when it had already ended."""

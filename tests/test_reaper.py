@@ -57,21 +57,24 @@ async def test_it_warns_then_ends_an_idle_session_and_leaves_nothing(engine, ses
     assert (await add_node(sessions.client, session_id)).status_code == 201
     viewer = await listen(session_id)
     assert session_objects(engine, session_id)
-    settings.PWD_IDLE_TIMEOUT = 4
-    settings.PWD_EXPIRY_WARNING = 3
+    settings.PWD_IDLE_TIMEOUT = 10
+    settings.PWD_EXPIRY_WARNING = 8
     await Session.objects.filter(pk=session_id).aupdate(last_activity_at=timezone.now())
 
-    await asyncio.sleep(1.2)
+    await asyncio.sleep(2.5)
     first = await reap()
     second = await reap()
     expiring = await viewer.receive_json_from(5)
-    await asyncio.sleep(3)
+    # Idle past the (tiny) limit, without waiting for it.
+    await Session.objects.filter(pk=session_id).aupdate(
+        last_activity_at=timezone.now() - timedelta(seconds=11)
+    )
     ended = await reap()
 
     assert first.warned == [session_id]
     assert second.warned == []
     assert expiring["type"] == "session.expiring"
-    assert 0 < expiring["seconds_left"] <= 3
+    assert 0 < expiring["seconds_left"] <= 8
     assert ended.ended == [session_id]
     assert ended.cleaned == [session_id]
     assert await viewer.receive_json_from(5) == {"type": "session.ended", "reason": "expired"}
@@ -178,3 +181,24 @@ def test_the_command_runs_a_pass_and_stops_on_sigterm(engine, tmp_path):
         started = time.monotonic()
         assert process.wait(timeout=10) == 0, process.stderr.read()
         assert time.monotonic() - started < 5
+
+
+async def test_a_lifetime_warning_is_given_once_even_while_the_trainee_is_active(settings):
+    settings.PWD_SESSION_LIFETIME = 100
+    settings.PWD_EXPIRY_WARNING = 60
+    now = timezone.now()
+    session = await Session.objects.acreate(
+        created_at=now - timedelta(seconds=50), last_activity_at=now - timedelta(seconds=5)
+    )
+
+    def warn() -> list[str]:
+        report = reaper_module.PassReport()
+        Reaper().warn_expiring(report, timezone.now())
+        return report.warned
+
+    first = await sync_to_async(warn)()
+    await sync_to_async(session.touch)()
+    second = await sync_to_async(warn)()
+
+    assert first == [session.id]
+    assert second == []
