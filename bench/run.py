@@ -1,0 +1,211 @@
+"""Run the pwd benchmarks and write docs/benchmarks.md and bench/results/latest.json.
+
+    .venv/bin/python bench/run.py            # the full run (tens of minutes, 200 nodes)
+    .venv/bin/python bench/run.py --quick    # tiny counts, a minute or so
+    .venv/bin/python bench/run.py --quick --out /tmp/b   # write both files there
+
+Needs the Docker engine (swarm active) and the node image, like `make run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import harness, report  # noqa: E402
+
+MIB = 1024 * 1024
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny counts, for a smoke test")
+    parser.add_argument("--out", type=Path, help="write both outputs to this directory")
+    parser.add_argument("--trials", type=int, help="add-node trials of each kind (10)")
+    parser.add_argument("--burst", type=int, help="trainees starting at once (20)")
+    parser.add_argument("--mib", type=int, help="MiB of terminal output (64)")
+    parser.add_argument("--echoes", type=int, help="keystrokes for the echo latency (200)")
+    parser.add_argument("--terms", type=int, help="terminals open at once (200)")
+    parser.add_argument("--term-sessions", type=int, help="sessions they are spread over (40)")
+    parser.add_argument("--type-seconds", type=float, help="how long they type (30)")
+    args = parser.parse_args(argv)
+    defaults = (
+        {"trials": 1, "burst": 2, "mib": 1, "echoes": 10, "terms": 2, "term_sessions": 1}
+        | {"type_seconds": 3.0}
+        if args.quick
+        else {"trials": 10, "burst": 20, "mib": 64, "echoes": 200, "terms": 200}
+        | {"term_sessions": 40, "type_seconds": 30.0}
+    )
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return args
+
+
+def say(text: str) -> None:
+    print(f"==> {text}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    out_json = (args.out or harness.ROOT / "bench" / "results") / "latest.json"
+    out_md = (args.out or harness.ROOT / "docs") / "benchmarks.md"
+    started_wall, started = datetime.now(UTC), time.monotonic()
+    environment = harness.Environment()
+    from bench import measure as m  # needs Django set up by Environment
+
+    r: dict = {
+        "quick": args.quick,
+        "started_at": started_wall.isoformat(timespec="seconds"),
+        "instance": environment.instance,
+    }
+    tables: list = []
+    servers: list[harness.Server] = []
+    try:
+        r["machine"] = harness.machine()
+        say(f"machine: {r['machine']['cpus']} CPUs, instance {environment.instance}")
+
+        say(f"floor: bare docker run + wait for the inner engine, {args.trials}x")
+        m.floor_once(-1)  # warm the image and page cache, untimed
+        floor = [m.floor_once(i) for i in range(args.trials)]
+
+        say(f"add node, cold (PWD_POOL_SIZE=0), {args.trials}x2")
+        cold_server = harness.Server(environment, pool_size=0).start()
+        servers.append(cold_server)
+        cold = m.add_nodes(cold_server, args.trials)
+        cold_server.stop()
+
+        say(f"overlay attach by the engine alone, {args.trials}x2")
+        connect_first, connect_next = m.overlay_connect(min(args.trials, 5))
+
+        say(f"add node from the pool (PWD_POOL_SIZE=2), {args.trials}x2")
+        server = harness.Server(environment, pool_size=2).start()
+        servers.append(server)
+        if not server.wait_for_pool():
+            raise RuntimeError("the pool did not fill")
+        warm = m.add_nodes(server, args.trials)
+
+        say(f"burst: {args.burst} trainees press Start at once")
+        server.wait_for_pool()
+        time.sleep(1)
+        burst = m.burst(server, args.burst)
+        _end_sessions(server, burst.sessions)
+
+        say(f"one terminal: {args.mib} MiB and {args.echoes} keystrokes, direct then websocket")
+        session = server.create_session()
+        status, node = server.add_node(session["id"])
+        if status != 201:
+            raise RuntimeError(f"could not add a node: {status} {node}")
+        container_id = m.node_container_ids([session["id"]])[(session["id"], node["name"])]
+        term = asyncio.run(m.one_terminal(server, node, container_id, args.mib, args.echoes))
+        server.end_session(session["id"])
+
+        per_session = max(1, args.terms // args.term_sessions)
+        say(f"many terminals: starting {args.term_sessions} sessions x {per_session} nodes")
+        nodes, session_ids, start_errors = m.start_nodes(server, args.term_sessions, per_session)
+        say(f"{len(nodes)} nodes up ({len(start_errors)} errors); letting them go idle")
+        time.sleep(10 if not args.quick else 2)
+        ids = list(m.node_container_ids(session_ids).values())
+        memory = m.idle_node_memory(ids[:20])
+        say(f"many terminals: {len(nodes)} websockets typing for {args.type_seconds:.0f} s")
+        many = asyncio.run(m.many_terminals(server, nodes, args.type_seconds))
+        _end_sessions(server, session_ids)
+        server.stop()
+
+        ms = 1000.0
+        direct_mib_s = term.direct_bytes / MIB / term.direct_s
+        ws_mib_s = term.ws_bytes / MIB / term.ws_s
+        r |= {
+            "add_node_floor_p50_s": m.percentile(floor, 0.5),
+            "add_node_floor_p95_s": m.percentile(floor, 0.95),
+            "add_node_cold_p50_s": m.percentile(cold.first, 0.5),
+            "add_node_cold_p95_s": m.percentile(cold.first, 0.95),
+            "add_node_cold_next_p50_s": m.percentile(cold.next, 0.5),
+            "add_node_cold_ratio": m.percentile(cold.first, 0.5) / m.percentile(floor, 0.5),
+            "add_node_pool_p50_s": m.percentile(warm.first, 0.5),
+            "add_node_pool_p95_s": m.percentile(warm.first, 0.95),
+            "add_node_pool_next_p50_s": m.percentile(warm.next, 0.5),
+            "add_node_errors": len(cold.errors) + len(warm.errors),
+            "add_node_cold_first_after_start_s": m.median(cold.first_after_start),
+            "add_node_pool_first_after_start_s": m.median(warm.first_after_start),
+            "overlay_connect_first_p50_s": m.percentile(connect_first, 0.5),
+            "overlay_connect_next_p50_s": m.percentile(connect_next, 0.5),
+            "burst_clients": args.burst,
+            "burst20_ready_s": burst.ready_s,
+            "burst20_errors": len(burst.errors),
+            "burst20_p50_s": m.percentile(burst.per_client_s, 0.5),
+            "term_mib": args.mib,
+            "term_ws_s": term.ws_s,
+            "term_direct_s": term.direct_s,
+            "term_throughput_mib_s": ws_mib_s,
+            "term_direct_throughput_mib_s": direct_mib_s,
+            "term_throughput_ratio": ws_mib_s / direct_mib_s,
+            "echo_p50_ms": m.percentile(term.ws_echo, 0.5) * ms,
+            "echo_p95_ms": m.percentile(term.ws_echo, 0.95) * ms,
+            "echo_direct_p50_ms": m.percentile(term.direct_echo, 0.5) * ms,
+            "echo_direct_p95_ms": m.percentile(term.direct_echo, 0.95) * ms,
+            "echo_overhead_p50_ms": (
+                m.percentile(term.ws_echo, 0.5) - m.percentile(term.direct_echo, 0.5)
+            )
+            * ms,
+            "many_terminals": args.terms,
+            "many_sessions": args.term_sessions,
+            "many_opened": many.opened,
+            "many_errors": len(many.errors) + len(start_errors),
+            "many_seconds": many.seconds,
+            "echo_p50_200_terms_ms": m.percentile(many.echo, 0.5) * ms,
+            "echo_p95_200_terms_ms": m.percentile(many.echo, 0.95) * ms,
+            "server_cpu_percent_200_terms": many.cpu_percent,
+            "server_rss_before_mib": many.rss_before / MIB,
+            "server_rss_after_mib": many.rss_after / MIB,
+            "server_rss_per_terminal_kib": (many.rss_after - many.rss_before)
+            / max(1, many.opened)
+            / 1024,
+            "idle_node_mib": m.median(memory) / MIB,
+            "idle_node_max_mib": max(memory, default=float("nan")) / MIB,
+            "idle_node_samples": len(memory),
+            "errors_sample": (cold.errors + warm.errors + burst.errors + many.errors)[:10]
+            + start_errors[:5],
+        }
+        tables = [
+            ("add node, floor (docker run + inner engine)", m.summary(floor), "s", 1),
+            ("add node, cold, node1", m.summary(cold.first), "s", 1),
+            ("add node, cold, node2", m.summary(cold.next), "s", 1),
+            ("add node, pool, node1", m.summary(warm.first), "s", 1),
+            ("add node, pool, node2", m.summary(warm.next), "s", 1),
+            ("overlay attach, first on network", m.summary(connect_first), "s", 1),
+            ("overlay attach, second on network", m.summary(connect_next), "s", 1),
+            (f"burst of {args.burst}, per trainee", m.summary(burst.per_client_s), "s", 1),
+            ("echo, direct attach", m.summary(term.direct_echo), "ms", ms),
+            ("echo, websocket", m.summary(term.ws_echo), "ms", ms),
+            (f"echo, {args.terms} terminals typing", m.summary(many.echo), "ms", ms),
+        ]
+    finally:
+        for server in servers:
+            server.stop()
+        say("removing everything the bench created")
+        environment.cleanup()
+    r["duration_s"] = time.monotonic() - started
+    r["targets_met"] = report.verdicts(r)
+    report.write_json(out_json, r)
+    report.write_markdown(out_md, r, {"tables": tables})
+    say(f"wrote {out_md} and {out_json}")
+    for key, met in r["targets_met"].items():
+        print(f"    {'met   ' if met else 'MISSED'} {key} = {r[key]:.3f}")
+    return 0
+
+
+def _end_sessions(server: harness.Server, session_ids: list[str]) -> None:
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(server.end_session, session_ids))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
