@@ -725,20 +725,30 @@ def remove_session_objects(session_id: str, wait: float = 10.0) -> None:
     api = client().api
     wanted = _instance_filter(**{LABEL_SESSION: session_id})
     on_network = {**_instance_filter(), "network": [network_name(session_id)]}
-    try:
-        for container in api.containers(all=True, filters=wanted) + api.containers(
+    deadline = time.monotonic() + wait
+
+    def containers() -> list[dict[str, Any]]:
+        return api.containers(all=True, filters=wanted) + api.containers(
             all=True, filters=on_network
-        ):
+        )
+
+    def wait_until_gone(listing: Callable[[], list[Any]], what: str) -> None:
+        while listing():
+            if time.monotonic() > deadline:
+                raise EngineError(f"the session's {what} are still on the engine")
+            time.sleep(0.05)
+
+    try:
+        for container in containers():
             _remove_container(container["Id"])
+        # Another remover (a second reaper) may still be at it, and a network with an
+        # endpoint left cannot go: wait for the containers first.
+        wait_until_gone(containers, "containers")
         for volume in api.volumes(filters=wanted).get("Volumes") or []:
             remove_volume(volume["Name"])
         for network in api.networks(filters=wanted):
             remove_network(network["Id"])
-        deadline = time.monotonic() + wait
-        while api.networks(filters=wanted) or api.containers(all=True, filters=wanted):
-            if time.monotonic() > deadline:
-                raise EngineError("the session's objects are still on the engine")
-            time.sleep(0.05)
+        wait_until_gone(lambda: api.networks(filters=wanted), "networks")
     except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
         raise EngineUnavailable(f"the Docker engine does not answer: {exc}") from exc
     except DockerException as exc:
