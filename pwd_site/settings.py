@@ -8,6 +8,7 @@ docs/configuration.md; tests/test_configuration.py fails when one is not.
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 from pwd_site.env import (
     envbool,
@@ -16,14 +17,19 @@ from pwd_site.env import (
     envfloat,
     envint,
     envlist,
+    envrate,
     envsize,
     envstr,
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
+DEV_SECRET_KEY = "dev-only-insecure-key-change-me-in-production-0123456789"
+# Production behind a TLS-terminating proxy: secure cookies, HSTS, HTTPS redirect, and
+# a refusal to start with development values (see docs/security.md).
+PRODUCTION = envbool("PWD_PRODUCTION", False)
 DEBUG = envbool("PWD_DEBUG", False)
-SECRET_KEY = envstr("PWD_SECRET_KEY", "dev-only-insecure-key-change-me-in-production-0123456789")
+SECRET_KEY = envstr("PWD_SECRET_KEY", DEV_SECRET_KEY)
 ALLOWED_HOSTS = envlist("PWD_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
 # Extra origins allowed to open websockets and call the API from a browser (exact
 # scheme://host[:port] values); the app's own host is always allowed.
@@ -42,6 +48,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "pwd_site.security.SecurityHeadersMiddleware",
     # Before the rest so that Django's own 404/500 pages under /api/ become JSON errors.
     "sessions_app.middleware.ApiMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -108,7 +115,16 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # Session ids are credentials: every record (django.request's "Not Found: /p/<id>/"
+    # too) has them cut to their first characters before it is written.
+    "filters": {"redact": {"()": "pwd_site.redact.RedactSessionIds"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["redact"],
+        }
+    },
     "root": {"handlers": ["console"], "level": envstr("PWD_LOG_LEVEL", "INFO").upper()},
     "loggers": {"docker": {"level": "WARNING"}, "urllib3": {"level": "WARNING"}},
 }
@@ -145,3 +161,41 @@ PWD_POOL_SIZE = envint("PWD_POOL_SIZE", 2, minimum=0)
 PWD_NODE_CAP_DROP = envlist("PWD_NODE_CAP_DROP", ["SYS_MODULE"])
 # Threads for blocking engine calls; a class starting at once must not queue on one thread.
 PWD_ENGINE_THREADS = envint("PWD_ENGINE_THREADS", 32, minimum=2)
+
+# --- abuse controls ---------------------------------------------------------------------
+# Sessions one client address may create per period (a sliding window over the session
+# rows, so it holds across processes). A class of 30 behind one NAT starting at once,
+# and starting again after a mistake, stays under 60 an hour.
+PWD_SESSIONS_PER_IP = envrate("PWD_SESSIONS_PER_IP", "60/h")
+# Installation-wide caps; past them new sessions or nodes get 429 with Retry-After.
+PWD_MAX_SESSIONS = envint("PWD_MAX_SESSIONS", 100, minimum=1)
+PWD_MAX_TOTAL_NODES = envint("PWD_MAX_TOTAL_NODES", 100, minimum=1)
+# Addresses (or networks) of reverse proxies whose X-Forwarded-For is believed; empty:
+# the peer address is the client (daphne runs without --proxy-headers).
+PWD_TRUSTED_PROXIES = envlist("PWD_TRUSTED_PROXIES", [])
+
+# --- web security -------------------------------------------------------------------------
+X_FRAME_OPTIONS = "DENY"
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+CSRF_COOKIE_HTTPONLY = True
+SESSION_COOKIE_HTTPONLY = True
+if PRODUCTION:
+    if DEBUG:
+        raise ImproperlyConfigured("PWD_DEBUG must be false when PWD_PRODUCTION is true")
+    if SECRET_KEY == DEV_SECRET_KEY or len(SECRET_KEY) < 50:
+        raise ImproperlyConfigured(
+            "PWD_SECRET_KEY must be set to a random value of 50 characters or more "
+            "when PWD_PRODUCTION is true"
+        )
+    # TLS ends at the proxy, which must set X-Forwarded-Proto (and strip a client's).
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = True
+    # Health checks come from the proxy or the orchestrator over plain HTTP.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+SECURE_HSTS_SECONDS = envint("PWD_HSTS_SECONDS", 31536000 if PRODUCTION else 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_SECONDS > 0
+SECURE_HSTS_PRELOAD = SECURE_HSTS_SECONDS > 0

@@ -39,16 +39,27 @@ class ApiError(Exception):
     status = 400
     code = "bad_request"
 
-    def __init__(self, message: str, code: str | None = None, status: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        code: str | None = None,
+        status: int | None = None,
+        *,
+        retry_after: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         if code:
             self.code = code
         if status:
             self.status = status
+        self.retry_after = retry_after
 
     def response(self) -> JsonResponse:
-        return error_response(self.status, self.code, self.message)
+        response = error_response(self.status, self.code, self.message)
+        if self.retry_after is not None:
+            response["Retry-After"] = str(self.retry_after)
+        return response
 
 
 class BadRequest(ApiError):
@@ -69,3 +80,10 @@ class Conflict(ApiError):
 class PayloadTooLarge(ApiError):
     status = 413
     code = "body_too_large"
+
+
+class TooManyRequests(ApiError):
+    """A rate limit or a capacity cap; ``retry_after`` seconds go in Retry-After."""
+
+    status = 429
+    code = "too_many_requests"

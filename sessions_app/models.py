@@ -58,11 +58,17 @@ class Session(models.Model):
     max_nodes = models.PositiveSmallIntegerField(default=5)
     network_name = models.CharField(max_length=128, blank=True)
     network_id = models.CharField(max_length=128, blank=True)
+    # A keyed hash of the creating client's address (never the address itself), for
+    # the per-address creation rate (sessions_app.quotas).
+    client_key = models.CharField(max_length=32, blank=True)
 
     objects = SessionQuerySet.as_manager()
 
     class Meta:
-        indexes = [models.Index(fields=["ended_at", "last_activity_at"])]
+        indexes = [
+            models.Index(fields=["ended_at", "last_activity_at"]),
+            models.Index(fields=["client_key", "created_at"]),
+        ]
 
     def __str__(self) -> str:
         return f"session {self.short_id}"

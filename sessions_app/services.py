@@ -15,7 +15,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from sessions_app import events, pool, provisioning
+from sessions_app import events, pool, provisioning, quotas
 from sessions_app.errors import BadRequest, Conflict, NotFound
 from sessions_app.models import Node, Session
 from sessions_app.provisioning import ExecResult, NodeHandle
@@ -29,13 +29,17 @@ SESSION_NOT_FOUND = "There is no such session, or it has ended."
 # --- sessions ---------------------------------------------------------------------------
 
 
-async def create_session() -> Session:
+async def create_session(client_key: str = "") -> Session:
     """Create a session and its overlay network; nothing is left behind on failure.
+
+    Raises TooManyRequests when the installation is at PWD_MAX_SESSIONS or the client
+    (``client_key``, see :mod:`sessions_app.quotas`; empty: not counted) has started
+    PWD_SESSIONS_PER_IP sessions.
 
     The row comes first: the reaper removes a labelled network whose session the
     database does not know, so the network must never exist before its row.
     """
-    session = await Session.objects.acreate(max_nodes=settings.PWD_MAX_NODES)
+    session = await sync_to_async(_admit_session)(client_key)
     try:
         name, network_id = await provisioning.run(provisioning.create_session_network, session.id)
     except BaseException:
@@ -45,6 +49,12 @@ async def create_session() -> Session:
     session.network_name, session.network_id = name, network_id
     await session.asave(update_fields=["network_name", "network_id"])
     return session
+
+
+def _admit_session(client_key: str) -> Session:
+    with transaction.atomic():
+        quotas.check_new_session(client_key, timezone.now())
+        return Session.objects.create(max_nodes=settings.PWD_MAX_NODES, client_key=client_key)
 
 
 async def active_session(session_id: str) -> Session:
@@ -131,6 +141,7 @@ def _reserve_slot(session_id: str, image: str) -> Node:
                 f"This session already has its {session.max_nodes} nodes; remove one first.",
                 "node_limit_reached",
             )
+        quotas.check_new_node()
         try:
             return Node.objects.create(session=session, name=name, hostname=name, image=image)
         except IntegrityError:

@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from sessions_app import services
+from sessions_app import quotas, services
 from sessions_app.api import api_view, json_body
 from sessions_app.errors import BadRequest
 from sessions_app.provisioning import EXEC_MAX_TIMEOUT
@@ -23,7 +23,8 @@ DEFAULT_EXEC_TIMEOUT = 30
 @api_view("POST")
 async def sessions(request: HttpRequest) -> HttpResponse:
     json_body(request)  # no fields yet, but a malformed body is still an error
-    session = await services.create_session()
+    key = quotas.client_key(quotas.client_address(request))
+    session = await services.create_session(key)
     return JsonResponse(session_data(session, []), status=201)
 
 

@@ -7,6 +7,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.csrf import ensure_csrf_cookie
 
+from pwd_site.views import limits
 from sessions_app.models import Node, Session
 
 
@@ -25,6 +26,7 @@ def session_page(request: HttpRequest, session_id: str) -> HttpResponse:
         "terminals/session.html",
         {
             "session": session,
+            "limits": limits(),
             "initial": {
                 "id": session.id,
                 "expires_at": session.expires_at.isoformat(),

@@ -1,8 +1,9 @@
 // The session page: the node list, live session events, and one xterm.js terminal per
 // opened node (kept alive while hidden, so switching nodes loses nothing).
 // The terminal protocol is described in docs/protocol.md.
-import { Terminal } from "@xterm/xterm";
-import { FitAddon } from "@xterm/addon-fit";
+// Relative paths rather than an import map: the CSP allows no inline script.
+import { Terminal } from "../vendor/xterm/lib/xterm.mjs";
+import { FitAddon } from "../vendor/xterm-addon-fit/lib/addon-fit.mjs";
 
 const data = JSON.parse(document.getElementById("session-data").textContent);
 const sessionId = data.id;

@@ -1,0 +1,134 @@
+"""Abuse controls: who is the client, and may it have another session or node.
+
+The counts come from the database (session and node rows), so the limits hold across
+any number of web processes. Each check runs inside the transaction that then inserts
+the row: SQLite's IMMEDIATE transactions serialise them, on PostgreSQL an advisory lock
+does, so two requests cannot both take the last place.
+"""
+
+import hashlib
+import hmac
+import ipaddress
+import math
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import connection
+from django.http import HttpRequest
+
+from sessions_app.errors import TooManyRequests
+from sessions_app.models import Node, Session
+
+# How long a client turned away at capacity is asked to wait: sessions end and nodes
+# are removed all the time, so soon is worth a try.
+CAPACITY_RETRY_AFTER = 60
+_LOCK_KEY = 0x707764  # "pwd"
+
+
+def _networks(values: list[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    return [ipaddress.ip_network(value, strict=False) for value in values]
+
+
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text.strip().strip("[]"))
+    except ValueError:
+        return None
+
+
+def client_address(request: HttpRequest) -> str:
+    """The client's address: the peer's, or behind a trusted proxy its X-Forwarded-For.
+
+    X-Forwarded-For is read right to left, skipping the trusted proxies' own entries;
+    the first other address is the client. Entries further left were written by the
+    client itself and are ignored, so a client cannot choose its own address.
+    """
+    peer = request.META.get("REMOTE_ADDR", "") or ""
+    proxies = _networks(settings.PWD_TRUSTED_PROXIES)
+    peer_address = _address(peer)
+    if not proxies or peer_address is None or not any(peer_address in n for n in proxies):
+        return peer
+    hops = [hop for hop in request.headers.get("X-Forwarded-For", "").split(",") if hop.strip()]
+    for hop in reversed(hops):
+        address = _address(hop)
+        if address is None:
+            break
+        if not any(address in n for n in proxies):
+            return str(address)
+    return peer
+
+
+def client_key(address: str) -> str:
+    """A keyed hash naming the client for the rate limit (addresses are not stored).
+
+    An IPv6 client usually holds a whole /64, so the /64 is what is counted.
+    """
+    parsed = _address(address)
+    if parsed is None:
+        return ""
+    if parsed.version == 6 and parsed.ipv4_mapped is None:
+        name = str(ipaddress.ip_network(f"{parsed}/64", strict=False))
+    else:
+        name = str(parsed.ipv4_mapped or parsed) if parsed.version == 6 else str(parsed)
+    secret = settings.SECRET_KEY.encode()
+    return hmac.new(secret, name.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def _serialise() -> None:
+    """Make concurrent quota checks take turns (call inside a transaction)."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_KEY])
+
+
+def check_new_session(key: str, now: datetime) -> None:
+    """Raise TooManyRequests when the installation or this client may not start one.
+
+    Call inside the transaction that creates the session row.
+    """
+    _serialise()
+    if Session.objects.active(now).count() >= settings.PWD_MAX_SESSIONS:
+        raise TooManyRequests(
+            "pwd is at capacity: every session place is taken.",
+            "at_capacity",
+            retry_after=CAPACITY_RETRY_AFTER,
+        )
+    limit, period = settings.PWD_SESSIONS_PER_IP
+    if not key:
+        return
+    recent = list(
+        Session.objects.filter(client_key=key, created_at__gt=now - timedelta(seconds=period))
+        .order_by("-created_at")
+        .values_list("created_at", flat=True)[:limit]
+    )
+    if len(recent) >= limit:
+        # The oldest of the last `limit` sessions leaves the window first.
+        wait = (recent[-1] + timedelta(seconds=period) - now).total_seconds()
+        raise TooManyRequests(
+            f"Too many sessions started from your address ({limit} per {_period(period)}).",
+            "rate_limited",
+            retry_after=max(1, math.ceil(wait)),
+        )
+
+
+def check_new_node() -> None:
+    """Raise TooManyRequests when the installation runs PWD_MAX_TOTAL_NODES nodes.
+
+    Counts node rows not gone (starting and running, also of ended sessions whose
+    containers the reaper has not removed yet); warm pool nodes are not counted
+    (PWD_POOL_SIZE bounds them). Call inside the transaction that inserts the row.
+    """
+    _serialise()
+    if Node.objects.exclude(status=Node.Status.GONE).count() >= settings.PWD_MAX_TOTAL_NODES:
+        raise TooManyRequests(
+            "pwd is at capacity: it runs as many nodes as it may.",
+            "at_capacity",
+            retry_after=CAPACITY_RETRY_AFTER,
+        )
+
+
+def _period(seconds: float) -> str:
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds == size:
+            return unit
+    return f"{seconds:g} seconds"
