@@ -24,4 +24,6 @@ COPY static static
 RUN python manage.py collectstatic --noinput -v 0
 
 EXPOSE 8000
-CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "--proxy-headers", "pwd_site.asgi:application"]
+# pwd_site.serve: daphne with session ids kept out of the access log; no --proxy-headers
+# (set PWD_TRUSTED_PROXIES to the proxy instead, see docs/security.md).
+CMD ["python", "-m", "pwd_site.serve", "-b", "0.0.0.0", "-p", "8000", "pwd_site.asgi:application"]

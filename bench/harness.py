@@ -52,6 +52,10 @@ class Environment:
             "DATABASE_URL": f"sqlite:///{self.db}",
             "PWD_INSTANCE": self.instance,
             "PWD_LOG_LEVEL": "WARNING",
+            # The benchmark is one address starting a whole class's sessions, many times.
+            "PWD_SESSIONS_PER_IP": "100000/h",
+            "PWD_MAX_SESSIONS": "100000",
+            "PWD_MAX_TOTAL_NODES": "100000",
         }
         os.environ.update({k: self.env[k] for k in ("DATABASE_URL", "PWD_INSTANCE")})
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "pwd_site.settings")

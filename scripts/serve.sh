@@ -24,6 +24,9 @@ if "$py" manage.py help pool >/dev/null 2>&1; then
     pids+=($!)
 fi
 printf '\033[1m==> serving pwd at http://%s:%s/\033[0m\n' "$host" "$port"
-"$py" -m daphne -b "$host" -p "$port" --proxy-headers pwd_site.asgi:application &
+# No --proxy-headers: daphne would believe any client's X-Forwarded-For; the app reads it
+# only from PWD_TRUSTED_PROXIES. pwd_site.serve is daphne with session ids kept out of
+# its access log.
+"$py" -m pwd_site.serve -b "$host" -p "$port" pwd_site.asgi:application &
 pids+=($!)
 wait -n "${pids[@]}"

@@ -86,7 +86,7 @@ def live_server(tmp_path: Path, **extra_env: str) -> Iterator[LiveServer]:
     assert migrated.returncode == 0, migrated.stderr
     with server.log.open("w") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
+            [sys.executable, "-m", "pwd_site.serve", "-b", "127.0.0.1", "-p", str(port)]
             + ["pwd_site.asgi:application"],
             env=env,
             cwd=ROOT,

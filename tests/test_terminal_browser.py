@@ -54,7 +54,7 @@ def server(engine, tmp_path_factory):
     port = _free_port()
     log = (tmp_path_factory.getbasetemp() / "daphne.log").open("w+")
     process = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
+        [sys.executable, "-m", "pwd_site.serve", "-b", "127.0.0.1", "-p", str(port)]
         + ["pwd_site.asgi:application"],
         cwd=ROOT,
         env=env,
