@@ -162,6 +162,9 @@ def write_markdown(path: Path, results: dict[str, Any], details: dict[str, Any])
         f" {_f(r['server_rss_before_mib'], 1)} MiB before the terminals opened,"
         f" {_f(r['server_rss_after_mib'], 1)} MiB with them open:"
         f" {_f(r['server_rss_per_terminal_kib'], 1)} KiB per terminal.",
+        f"- The burst again with a pool as big as the class (`PWD_POOL_SIZE="
+        f"{r['burst_clients']}`, full before the burst): all ready in"
+        f" {_f(r['burst20_big_pool_ready_s'], 1)} s, {r['burst20_big_pool_errors']} errors.",
         f"- The first add after a server starts is timed apart (it runs the node"
         f" security profile probe once per process): cold"
         f" {_f(r['add_node_cold_first_after_start_s'])} s, pool"
