@@ -44,3 +44,16 @@ def test_module_loading_is_not_granted(engine, node):
     cap_eff = int(result.output.split()[1], 16)
     cap_sys_module = 16
     assert not cap_eff & (1 << cap_sys_module)
+
+
+def test_module_loading_is_dropped_in_the_host_config(engine, node):
+    host = engine.client().api.inspect_container(node.container_id)["HostConfig"]
+    dropped = {cap.upper().removeprefix("CAP_") for cap in host.get("CapDrop") or []}
+    assert "SYS_MODULE" in dropped
+
+
+def test_the_inner_docker_data_is_a_volume_and_the_host_socket_is_not_mounted(engine, node):
+    mounts = engine.client().api.inspect_container(node.container_id)["Mounts"]
+    inner = [m for m in mounts if m["Destination"] == "/var/lib/docker"]
+    assert [m["Type"] for m in inner] == ["volume"]
+    assert not [m for m in mounts if "docker.sock" in (m.get("Source") or "")]
