@@ -1,5 +1,7 @@
 """The events websocket: every viewer of a session hears what happens to it."""
 
+import contextlib
+import logging
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -8,8 +10,11 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from sessions_app import events
 from sessions_app.models import Session
 
-# Closing codes in the 4000 range are ours; 4404 mirrors HTTP's "not found".
+# Closing codes in the 4000 range are ours; 4404 and 4503 mirror HTTP's statuses.
 CLOSE_NOT_FOUND = 4404
+CLOSE_UNAVAILABLE = 4503
+
+log = logging.getLogger(__name__)
 
 
 @database_sync_to_async
@@ -41,14 +46,31 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
             )
             await self.close(code=CLOSE_NOT_FOUND)
             return
+        try:
+            await self.channel_layer.group_add(events.group_name(session_id), self.channel_name)
+        except Exception as exc:  # noqa: BLE001 - the layer (Redis) is down; say so, no crash
+            log.warning(
+                "events of session %s: the channel layer is unavailable: %s", session_id[:6], exc
+            )
+            await self.send_json(
+                {
+                    "type": "error",
+                    "error": {
+                        "code": "events_unavailable",
+                        "message": "Live updates are unavailable for a moment; reconnect shortly.",
+                    },
+                }
+            )
+            await self.close(code=CLOSE_UNAVAILABLE)
+            return
         self.session_id = session_id
-        await self.channel_layer.group_add(events.group_name(session_id), self.channel_name)
 
     async def disconnect(self, code: int) -> None:
         if self.session_id:
-            await self.channel_layer.group_discard(
-                events.group_name(self.session_id), self.channel_name
-            )
+            with contextlib.suppress(Exception):  # the layer may be down; membership expires
+                await self.channel_layer.group_discard(
+                    events.group_name(self.session_id), self.channel_name
+                )
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         """Viewers only listen; anything they send is ignored."""
