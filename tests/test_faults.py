@@ -5,6 +5,7 @@ is stopped in a finally. docs/reliability.md lists each fault with its expected 
 
 import concurrent.futures
 import json
+import subprocess
 import time
 import urllib.request
 
@@ -121,44 +122,111 @@ def _healthz_seconds(server) -> float:
     return time.monotonic() - started
 
 
-@pytest.mark.parametrize(
-    ("abuse", "script"),
-    [
-        ("fork bomb", "bomb() { bomb | bomb & }; bomb; sleep 30"),
-        ("memory hog", "python3 -c \"x = b'x' * (3 * 1024**3); import time; time.sleep(30)\""),
-    ],
-)
-def test_abuse_inside_a_node_hurts_only_that_node(engine, tmp_path, abuse, script):
-    with restartable_server(tmp_path) as server:
+@pytest.fixture(scope="module")
+def abused(engine, tmp_path_factory):
+    """One server, a victim session and a bystander session with a node each."""
+    with restartable_server(tmp_path_factory.mktemp("abuse")) as server:
         victim = _created(server, "/api/sessions/")
         bystander = _created(server, "/api/sessions/")
         for session in (victim, bystander):
             _created(server, f"/api/sessions/{session['id']}/nodes/")
+        yield server, victim["id"], bystander["id"]
+        for session_id in (victim["id"], bystander["id"]):
+            server.request("DELETE", f"/api/sessions/{session_id}/")
 
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            abusing = pool.submit(_exec, server, victim["id"], "node1", script, 12)
-            time.sleep(4)  # well into the abuse
-            latencies = [_healthz_seconds(server) for _ in range(5)]
-            started = time.monotonic()
-            status, other = _exec(server, bystander["id"], "node1", "echo fine", 20)
-            bystander_seconds = time.monotonic() - started
-            abused_status, abused = abusing.result(timeout=60)
 
-        # The victim node itself is still there and comes back once the abuse has ended.
-        deadline, alive = time.monotonic() + 30, None
-        while time.monotonic() < deadline:
-            _, alive = _exec(server, victim["id"], "node1", "echo alive", 10)
-            if alive and alive.get("output") == "alive\n":
-                break
-            time.sleep(1)
-        _, listing = server.request("GET", f"/api/sessions/{victim['id']}/")
-        for session in (victim, bystander):
-            server.request("DELETE", f"/api/sessions/{session['id']}/")
-
-    assert abused_status == 200, abused
+def _others_stay_responsive(server, bystander: str) -> None:
+    latencies = [_healthz_seconds(server) for _ in range(5)]
+    started = time.monotonic()
+    status, other = _exec(server, bystander, "node1", "echo fine", 20)
     assert max(latencies) < 2.0, latencies
+    assert (status, other["output"]) == (200, "fine\n"), other
+    assert time.monotonic() - started < 10
+
+
+def _alive(server, victim: str, within: float = 30) -> dict:
+    deadline, result = time.monotonic() + within, {}
+    while time.monotonic() < deadline:
+        _, result = _exec(server, victim, "node1", "echo alive", 10)
+        if result and result.get("output") == "alive\n":
+            break
+        time.sleep(1)
+    return result
+
+
+def test_a_memory_hog_is_killed_inside_its_node_and_nothing_else_suffers(abused):
+    server, victim, bystander = abused
+    hog = "python3 -c \"x = b'x' * (3 * 1024**3); import time; time.sleep(30)\""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        hogging = pool.submit(_exec, server, victim, "node1", hog, 20)
+        time.sleep(1)
+        _others_stay_responsive(server, bystander)
+        status, result = hogging.result(timeout=60)
+
     assert status == 200
-    assert other["output"] == "fine\n"
-    assert bystander_seconds < 10
-    assert alive["output"] == "alive\n", alive
+    assert result["exit_code"] == 137  # SIGKILL from the OOM killer, well before 20 s
+    assert _alive(server, victim)["output"] == "alive\n"
+
+
+def test_a_fork_bomb_stops_at_the_pids_limit_and_nothing_else_suffers(abused, engine, settings):
+    server, victim, bystander = abused
+    # Detached, so the exec returns at once; the bomb runs on until the test ends it.
+    bomb = "setsid bash -c 'b() { b | b & }; b' </dev/null >/dev/null 2>&1 & sleep 0.5"
+    status, _ = _exec(server, victim, "node1", bomb, 10)
+    assert status == 200
+    container = engine.client().containers.get(_container_of(server, victim))
+    try:
+        time.sleep(3)
+        pids = container.stats(stream=False)["pids_stats"]["current"]
+        _others_stay_responsive(server, bystander)
+    finally:
+        _end_bomb(container)
+
+    assert pids <= settings.PWD_NODE_PIDS
+    assert pids > settings.PWD_NODE_PIDS / 2  # it really was a bomb
+    assert _alive(server, victim)["output"] == "alive\n"
+    _, listing = server.request("GET", f"/api/sessions/{victim}/")
     assert [n["status"] for n in listing["nodes"]] == ["running"]
+
+
+def _container_of(server, session_id: str) -> str:
+    code = (
+        "from sessions_app.models import Node\n"
+        f"print(Node.objects.get(session_id={session_id!r}, name='node1').container_id)"
+    )
+    return server.python(code).stdout.strip()
+
+
+def _end_bomb(container) -> None:
+    """Freeze the node, SIGKILL every bomb process (they die on thaw, before forking)."""
+    container.pause()
+    try:
+        for _ in range(3):
+            top = container.top(ps_args="-eo pid,args")
+            victims = [row[0] for row in top["Processes"] if "b() { b | b & }" in row[-1]]
+            if not victims:
+                break
+            subprocess.run(["kill", "-9", *victims], check=False, timeout=30)
+    finally:
+        container.unpause()
+
+
+def test_a_node_removed_from_outside_is_shown_gone_to_its_terminal_and_the_api(engine, tmp_path):
+    with restartable_server(tmp_path) as server:
+        session = _created(server, "/api/sessions/")
+        node = _created(server, f"/api/sessions/{session['id']}/nodes/")
+        terminal = WsTerminal(server, node["terminal"])
+        terminal.connected()
+
+        engine.client().api.remove_container(_container_of(server, session["id"]), force=True)
+        terminal.until(lambda t: t.closed, within=20)
+        reaped = server.manage("reap", "--once")
+        _, after = server.request("GET", f"/api/sessions/{session['id']}/nodes/node1/")
+        _, still = server.request("GET", f"/api/sessions/{session['id']}/")
+        server.request("DELETE", f"/api/sessions/{session['id']}/")
+
+    assert reaped.returncode == 0, reaped.stderr
+    assert {"type": "error", "code": "node_gone", "message": "node1 is gone"} in terminal.messages
+    assert terminal.ws.close_code == 4410
+    assert after["status"] == "gone"
+    assert still["id"] == session["id"]  # the session itself lives on
