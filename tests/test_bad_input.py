@@ -1,0 +1,153 @@
+"""Bad input, table-driven: each row is a request or frame pwd must refuse with the right
+status (or error code) while creating nothing and losing nothing.
+
+Rows that need nodes running (a sixth node, two adds racing for the last slot) live in
+tests/test_nodes_api.py; docs/reliability.md lists them all.
+"""
+
+import json
+
+import pytest
+from django.test import AsyncClient
+
+from sessions_app import provisioning
+from sessions_app.models import Node, Session
+from tests.api_helpers import error_of
+from tests.test_terminal_consumer import _open, container, node  # noqa: F401 - fixtures
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+BIG = json.dumps({"padding": "x" * 100_000})
+
+# (method, path, body, status, error code); {live} and {ended} are session ids.
+HTTP_CASES = [
+    ("GET", "/api/sessions/unknown-session-id/", None, 404, "session_not_found"),
+    ("GET", "/api/sessions/{ended}/", None, 404, "session_not_found"),
+    ("DELETE", "/api/sessions/{ended}/", None, 404, "session_not_found"),
+    ("POST", "/api/sessions/{ended}/nodes/", None, 404, "session_not_found"),
+    ("GET", "/api/sessions/" + "x" * 5000 + "/", None, 404, "session_not_found"),
+    ("GET", "/api/sessions/%00%ff/", None, 404, "session_not_found"),
+    ("GET", "/api/sessions/{live}/nodes/node9/", None, 404, "node_not_found"),
+    ("DELETE", "/api/sessions/{live}/nodes/../", None, 404, None),
+    ("PUT", "/api/sessions/", "{}", 405, "method_not_allowed"),
+    ("POST", "/api/sessions/", "{not json", 400, "invalid_json"),
+    ("POST", "/api/sessions/", b"\xff\xfe\x00", 400, "invalid_json"),
+    ("POST", "/api/sessions/", "[1, 2]", 400, "invalid_request"),
+    ("POST", "/api/sessions/", "null", 400, "invalid_request"),
+    ("POST", "/api/sessions/", BIG, 413, "body_too_large"),
+    ("POST", "/api/sessions/{live}/nodes/", BIG, 413, "body_too_large"),
+    ("POST", "/api/sessions/{live}/nodes/", '{"image": "ubuntu"}', 400, "bad_image"),
+    ("POST", "/api/sessions/{live}/nodes/", '{"image": 5}', 400, "bad_image"),
+    ("POST", "/api/sessions/{live}/nodes/", '{"image": ["pwd-node"]}', 400, "bad_image"),
+    ("POST", "/api/sessions/{live}/nodes/", '{"image": "pwd-node "}', 400, "bad_image"),
+    ("POST", "/api/sessions/{live}/nodes/node1/exec/", '{"command": "ls"}', 400, None),
+    ("POST", "/api/sessions/{live}/nodes/node1/exec/", '{"command": []}', 400, None),
+    ("POST", "/api/sessions/{live}/nodes/node1/exec/", '{"command": [1]}', 400, None),
+    (
+        "POST",
+        "/api/sessions/{live}/nodes/node1/exec/",
+        '{"command": ["ls"], "timeout": 0}',
+        400,
+        None,
+    ),
+    (
+        "POST",
+        "/api/sessions/{live}/nodes/node1/exec/",
+        '{"command": ["ls"], "timeout": -5}',
+        400,
+        None,
+    ),
+    (
+        "POST",
+        "/api/sessions/{live}/nodes/node1/exec/",
+        '{"command": ["ls"], "timeout": 1e9}',
+        400,
+        None,
+    ),
+    (
+        "POST",
+        "/api/sessions/{live}/nodes/node1/exec/",
+        '{"command": ["ls"], "timeout": "9"}',
+        400,
+        None,
+    ),
+    (
+        "POST",
+        "/api/sessions/{live}/nodes/node1/exec/",
+        '{"command": ["ls"], "timeout": true}',
+        400,
+        None,
+    ),
+    (
+        "POST",
+        "/api/sessions/{live}/nodes/node1/exec/",
+        '{"command": ["ls"]}',
+        404,
+        "node_not_found",
+    ),
+]
+
+
+@pytest.fixture
+async def ids(monkeypatch):
+    """A live session (no network needed: nothing here may reach the engine) and an ended one."""
+    monkeypatch.setattr(
+        provisioning, "create_session_network", lambda session_id: ("unused", "unused")
+    )
+    live = await Session.objects.acreate()
+    ended = await Session.objects.acreate()
+    await Session.objects.filter(pk=ended.pk).aupdate(ended_at=ended.created_at)
+    return {"live": live.id, "ended": ended.id}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "code"),
+    HTTP_CASES,
+    ids=[f"{c[0]} {c[1][:40]} {str(c[2])[:30]}" for c in HTTP_CASES],
+)
+async def test_a_bad_request_gets_its_status_and_creates_nothing(
+    ids, method, path, body, status, code
+):
+    response = await AsyncClient().generic(
+        method,
+        path.format(**ids),
+        b"" if body is None else body,
+        content_type="application/json",
+    )
+
+    assert response.status_code == status, response.content
+    if status != 404 or code:
+        error = error_of(response)
+        assert code is None or error["code"] == code
+    assert await Session.objects.acount() == 2
+    assert not await Node.objects.aexists()
+
+
+WS_CASES = [
+    ('{"type": "resize", "cols": -1, "rows": 24}', "invalid_resize"),
+    ('{"type": "resize", "cols": 80, "rows": 0}', "invalid_resize"),
+    ('{"type": "resize", "cols": 80.5, "rows": 24}', "invalid_resize"),
+    ('{"type": "resize", "cols": true, "rows": 24}', "invalid_resize"),
+    ('{"type": "resize"}', "invalid_resize"),
+    ('{"type": "ack", "bytes": -1}', "invalid_ack"),
+    ('{"type": "input"}', "invalid_input"),
+    ('{"type": "input", "data": ["ls"]}', "invalid_input"),
+    ('{"type": "input", "data": "' + "x" * (300 * 1024) + '"}', "too_large"),
+    ('"just a string"', "unknown_type"),
+    ("{}", "unknown_type"),
+    ("   ", "invalid_json"),
+]
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize(("frame", "code"), WS_CASES, ids=[c[0][:40] for c in WS_CASES])
+async def test_a_bad_terminal_frame_is_refused_and_the_shell_goes_on(node, frame, code):  # noqa: F811
+    terminal = await _open(node)
+    await terminal.comm.send_to(text_data=frame)
+    await terminal.until(lambda t: t.errors())
+    await terminal.type("echo still-$((2+3))\r")
+    await terminal.until_text("still-5\r\n")
+
+    assert terminal.errors()[0]["code"] == code
+    assert terminal.closed is None
+    await terminal.close()
