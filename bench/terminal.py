@@ -51,10 +51,21 @@ class DirectTerminal:
 
 
 class WebsocketTerminal:
-    """The app's terminal websocket, as a browser would use it (minus rendering)."""
+    """The app's terminal websocket, as a browser would use it (minus rendering).
+
+    Like the page, it acknowledges the output it has processed, which lets the hub pace
+    the node's output by this client instead of by its fixed rate for clients that
+    never acknowledge.
+    """
+
+    # The page acknowledges in steps too; one ack per 64 KiB frame is what it sends
+    # under a flood.
+    ACK_EVERY = 64 * 1024
 
     def __init__(self, ws: websockets.ClientConnection) -> None:
         self.ws = ws
+        self.received = 0
+        self.acked = 0
 
     @classmethod
     async def open(cls, url: str) -> WebsocketTerminal:
@@ -70,6 +81,10 @@ class WebsocketTerminal:
         while True:
             message = await self.ws.recv()
             if isinstance(message, bytes):
+                self.received += len(message)
+                if self.received - self.acked >= self.ACK_EVERY or len(message) < 4096:
+                    self.acked = self.received
+                    await self.ws.send(json.dumps({"type": "ack", "bytes": self.received}))
                 return message
             control = json.loads(message)
             if control.get("type") == "error":

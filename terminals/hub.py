@@ -35,8 +35,14 @@ CLIENT_QUEUE_MAX = 1024 * 1024
 # Bytes in flight to a client that acknowledges what it has processed.
 CLIENT_WINDOW = 256 * 1024
 RESYNC_MIN_INTERVAL = 0.25
-# The hub reads the TTY no faster than this; the engine then holds the producer back.
+# While a client that never acknowledges is connected, the hub reads the TTY no faster
+# than this: nothing else bounds what daphne buffers for such a client.
 HUB_READ_RATE = 4 * 1024 * 1024
+# Clients that acknowledge pace the hub instead: it stops reading (and the engine holds
+# the program back) while one of them has this much queued, for at most SLOW_CLIENT
+# seconds; a client that slow is resynchronised so it cannot hold the others back.
+CLIENT_HIGH_WATER = 256 * 1024
+SLOW_CLIENT_SECONDS = 0.5
 # Unparsed output the emulator may trail by before it skips ahead to the newest bytes.
 EMULATOR_BACKLOG = 64 * 1024
 EMULATOR_KEEP = 16 * 1024
@@ -81,6 +87,8 @@ class Client:
         # None until the client sends its first ack: clients that never ack are paced
         # by the hub's read rate only.
         self.acked: int | None = None
+        # Dropped for being too slow; the hub does not wait for it until its next ack.
+        self.stalled = False
         self.task: asyncio.Task[None] | None = None
 
     def push(self, data: bytes) -> None:
@@ -95,6 +103,7 @@ class Client:
 
     def ack(self, total: int) -> None:
         self.acked = min(total, self.sent)
+        self.stalled = False
         self.wake.set()
 
     async def pump(self) -> None:
@@ -120,6 +129,21 @@ class Client:
             del self.buffer[:FRAME_SIZE]
             await self._send_bytes(chunk)
             self.sent += len(chunk)
+            if len(self.buffer) < CLIENT_HIGH_WATER:
+                self.hub.space.set()
+
+    @property
+    def backed_up(self) -> bool:
+        """An acknowledging client with a full queue: the hub waits for it."""
+        return self.acked is not None and not self.stalled and len(self.buffer) >= CLIENT_HIGH_WATER
+
+    def fall_behind(self) -> None:
+        """Drop the queue; the client gets a fresh snapshot instead, and the hub stops
+        waiting for it until it acknowledges again."""
+        self.buffer.clear()
+        self.resync = True
+        self.stalled = True
+        self.wake.set()
 
 
 class Hub:
@@ -142,6 +166,8 @@ class Hub:
         self._linger: asyncio.TimerHandle | None = None
         self._resize_lock = asyncio.Lock()
         self._pace_until = 0.0
+        # Set whenever a client's queue drops below the high-water mark.
+        self.space = asyncio.Event()
         self.loop = asyncio.get_running_loop()
 
     @property
@@ -239,6 +265,7 @@ class Hub:
 
     def leave(self, client: Client) -> None:
         self.clients.discard(client)
+        self.space.set()
         self.gone_callbacks.pop(client, None)
         if client.task:
             client.task.cancel()
@@ -299,12 +326,32 @@ class Hub:
                     await self._stream.close()
                 return
             self._take(data)
-            # Pace the reader: beyond the rate the engine's buffers fill and the program
+            # Pace the reader: while it waits the engine's buffers fill and the program
             # writing the flood blocks, which keeps every queue and the CPU bounded.
-            now = time.monotonic()
-            self._pace_until = max(self._pace_until, now) + len(data) / HUB_READ_RATE
-            if self._pace_until - now > 0.02:
-                await asyncio.sleep(self._pace_until - now)
+            if any(client.acked is None for client in self.clients):
+                now = time.monotonic()
+                self._pace_until = max(self._pace_until, now) + len(data) / HUB_READ_RATE
+                if self._pace_until - now > 0.02:
+                    await asyncio.sleep(self._pace_until - now)
+            else:
+                self._pace_until = 0.0
+                await self._wait_for_space()
+
+    async def _wait_for_space(self) -> None:
+        """Wait until no acknowledging client is backed up, dropping the slow ones."""
+        deadline = time.monotonic() + SLOW_CLIENT_SECONDS
+        while True:
+            full = [client for client in self.clients if client.backed_up]
+            if not full:
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                for client in full:
+                    client.fall_behind()
+                return
+            self.space.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.space.wait(), remaining)
 
     def _take(self, data: bytes) -> None:
         self._pending += data

@@ -136,6 +136,41 @@ async def test_ctrl_c_stops_a_flood_and_other_terminals_keep_answering(node, eng
         await engine.run(engine.remove_node, other_handle.container_id)
 
 
+async def test_an_acknowledging_client_paces_a_flood_and_a_stalled_one_is_resynced(node):
+    reader = await _open(node)
+    stalled = await _open(node)
+    await stalled.send({"type": "ack", "bytes": 0})  # acknowledges once, then never again
+    await reader.send({"type": "ack", "bytes": 0})
+    await reader.type("yes paced-line\r")
+    hub = hubs._hubs[node.container_id]
+    deadline = asyncio.get_running_loop().time() + 20
+    peak = largest = 0
+    while len(reader.output) < 4 * 1024 * 1024:
+        assert asyncio.get_running_loop().time() < deadline, "the flood stopped flowing"
+        await reader._pump_one(5)
+        await reader.send({"type": "ack", "bytes": len(reader.output)})
+        peak = max(peak, *(len(c.buffer) for c in hub.clients if not c.stalled))
+        largest = max(largest, *(len(c.buffer) for c in hub.clients))
+    # A client keeping up has at most the high-water mark (plus one read) queued; the
+    # one that stopped acknowledging was resynchronised instead of holding the flood
+    # back, and its queue stays bounded too.
+    assert peak <= hubs.CLIENT_HIGH_WATER + hubs.READ_SIZE
+    assert largest <= hubs.CLIENT_QUEUE_MAX + hubs.READ_SIZE
+    await stalled.drain(0.2)
+    assert any(m.get("state") == "resync" for m in stalled.messages)
+
+    await reader.type("\x03")
+    stopped = asyncio.get_running_loop().time()
+    while "^C" not in reader.text[-20000:]:
+        assert asyncio.get_running_loop().time() - stopped < 1.0, "Ctrl-C took over a second"
+        await reader._pump_one(5)
+        await reader.send({"type": "ack", "bytes": len(reader.output)})
+    await reader.type("echo paced-$((6*7))\r")
+    await reader.until_text("paced-42\r\n", within=10)
+    await reader.close()
+    await stalled.close()
+
+
 @pytest.mark.parametrize(
     ("frame", "code"),
     [
