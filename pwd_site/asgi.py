@@ -10,6 +10,10 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter  # noqa: E402
 
 from pwd_site.routing import websocket_application  # noqa: E402
+from sessions_app import provisioning  # noqa: E402
+
+# The node profile probe takes a few seconds; done now, no trainee waits for it.
+provisioning.detect_profile_in_background()
 
 application = ProtocolTypeRouter(
     {

@@ -292,6 +292,23 @@ def profile() -> Profile:
     return _profile
 
 
+def detect_profile_in_background() -> threading.Thread:
+    """Run the profile probe now, on a thread, so the first "Add node" does not wait.
+
+    A failure is only logged: the probe runs again at the first node start.
+    """
+
+    def probe() -> None:
+        try:
+            profile()
+        except (EngineError, DockerException, OSError) as exc:
+            log.warning("could not probe the node profile at start: %s", exc)
+
+    thread = threading.Thread(target=probe, name="pwd-profile-probe", daemon=True)
+    thread.start()
+    return thread
+
+
 def _probe_starts(image: str, host_config: dict[str, Any]) -> tuple[bool, str]:
     """Whether a probe container with ``host_config`` starts and exits cleanly."""
     api = client().api
