@@ -96,6 +96,9 @@ _WAIT_FOR_INNER_DOCKER = (
 
 T = TypeVar("T")
 
+# Seconds to keep trying to remove a network whose endpoints are still going away.
+NETWORK_REMOVE_PATIENCE = 10.0
+
 
 class EngineError(Exception):
     """The engine could not do what was asked; the message is fit for a user."""
@@ -436,16 +439,20 @@ def create_session_network(session_id: str) -> tuple[str, str]:
 
 def remove_network(name_or_id: str) -> None:
     """Remove a network; a missing one counts as removed."""
-    for attempt in range(5):
+    # Endpoints of containers just removed can linger; swarm releases an overlay
+    # network's tasks slowly when the machine is busy (seen: several seconds).
+    deadline = time.monotonic() + NETWORK_REMOVE_PATIENCE
+    delay = 0.1
+    while True:
         try:
             client().networks.get(name_or_id).remove()
             return
         except NotFound:
             return
         except APIError as exc:
-            # Endpoints of containers just removed can linger for a moment.
-            if exc.status_code in (403, 409, 500) and attempt < 4:
-                time.sleep(0.2 * (attempt + 1))
+            if exc.status_code in (403, 409, 500) and time.monotonic() + delay < deadline:
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
                 continue
             raise EngineError(f"could not remove network: {exc.explanation}") from exc
 

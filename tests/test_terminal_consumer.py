@@ -142,6 +142,16 @@ async def test_an_acknowledging_client_paces_a_flood_and_a_stalled_one_is_resync
     await stalled.send({"type": "ack", "bytes": 0})  # acknowledges once, then never again
     await reader.send({"type": "ack", "bytes": 0})
     await reader.type("yes paced-line\r")
+    try:
+        await _pace_and_interrupt(node, reader, stalled)
+    finally:
+        # A failure must not leave the flood running for the next test on this node.
+        await reader.type("\x03")
+    await reader.close()
+    await stalled.close()
+
+
+async def _pace_and_interrupt(node: Node, reader: Terminal, stalled: Terminal) -> None:
     hub = hubs._hubs[node.container_id]
     deadline = asyncio.get_running_loop().time() + 20
     peak = largest = 0
@@ -167,8 +177,6 @@ async def test_an_acknowledging_client_paces_a_flood_and_a_stalled_one_is_resync
         await reader.send({"type": "ack", "bytes": len(reader.output)})
     await reader.type("echo paced-$((6*7))\r")
     await reader.until_text("paced-42\r\n", within=10)
-    await reader.close()
-    await stalled.close()
 
 
 @pytest.mark.parametrize(
