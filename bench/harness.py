@@ -123,7 +123,9 @@ class Process:
 class Server:
     """A daphne server (and, with a pool, a pool keeper) of ``environment``."""
 
-    def __init__(self, environment: Environment, pool_size: int, max_nodes: int = 5) -> None:
+    def __init__(
+        self, environment: Environment, pool_size: int, max_nodes: int = 5, prepare: bool = True
+    ) -> None:
         self.environment = environment
         self.pool_size = pool_size
         self.port = free_port()
@@ -132,6 +134,7 @@ class Server:
         self.env = {
             **environment.env,
             "PWD_POOL_SIZE": str(pool_size),
+            "PWD_POOL_PREPARE": "true" if prepare else "false",
             "PWD_MAX_NODES": str(max_nodes),
         }
         self.processes: list[Process] = []
@@ -186,6 +189,21 @@ class Server:
         from sessions_app.pool import wait_until_ready
 
         return wait_until_ready(self.pool_size, timeout)
+
+    def wait_for_preparation(self, session_id: str, timeout: float = 15) -> bool:
+        """Whether the session has a pool node attached ahead (PWD_POOL_PREPARE) within
+        ``timeout`` seconds; at once when preparing is off."""
+        from sessions_app.models import PoolNode
+
+        if self.env.get("PWD_POOL_PREPARE", "true").lower() in {"0", "false", "no", "off"}:
+            return True
+        deadline = time.monotonic() + timeout
+        prepared = PoolNode.objects.filter(session_id=session_id, prepared_at__isnull=False)
+        while not prepared.exists():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
 
     # --- the API ---------------------------------------------------------------------
 

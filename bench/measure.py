@@ -116,8 +116,9 @@ def _timed_add(server: Server, session_id: str, result: AddNodeResult, into: lis
 def add_nodes(server: Server, trials: int, pause: float = 0.5) -> AddNodeResult:
     """``trials`` times: a fresh session, then node1 and node2 timed one after the other.
 
-    With a pool the pool is full again before each add (clicks are seconds apart in a
-    class; the burst measures what happens when they are not).
+    With a pool the pool is full again, and the session's attach-ahead done, before each
+    add (clicks are seconds apart in a class; the burst measures what happens when they
+    are not).
     """
     result = AddNodeResult()
     session = server.create_session()
@@ -130,6 +131,7 @@ def add_nodes(server: Server, trials: int, pause: float = 0.5) -> AddNodeResult:
         for into in (result.first, result.next):
             if server.pool_size:
                 server.wait_for_pool()
+                server.wait_for_preparation(session["id"])
             time.sleep(pause)  # let the engine and the keeper go quiet
             _timed_add(server, session["id"], result, into)
         server.end_session(session["id"])

@@ -178,14 +178,17 @@ def write_markdown(path: Path, results: dict[str, Any], details: dict[str, Any])
         "## How it is measured",
         "",
         "`make bench` (or `.venv/bin/python bench/run.py`; `--quick` for a small, fast run,"
-        " `--out DIR` to write elsewhere) starts its own daphne on a free port of 127.0.0.1"
+        " `--out DIR` to write elsewhere, `--only pool-add|burst` for one phase, printed"
+        " only, `--no-prepare` to measure the pool without attach-ahead) starts its own"
+        " daphne on a free port of 127.0.0.1"
         " with a temporary SQLite database and its own `PWD_INSTANCE`, plus a pool keeper"
         " (`manage.py pool`) where the pool is measured, and removes everything it created"
         " at the end.",
         "",
         "1. **Add node**: `POST /api/sessions/<id>/nodes/` until the 201 (the API answers"
         " once the node's inner Docker answers). Cold: a server with `PWD_POOL_SIZE=0`."
-        " Pool: `PWD_POOL_SIZE=2` with the keeper; the pool is full before each add. Each"
+        " Pool: `PWD_POOL_SIZE=2` with the keeper; the pool is full, and the session's next"
+        " node attached ahead (`PWD_POOL_PREPARE`), before each add. Each"
         " trial times node1 of a fresh session, then node2. **Floor**: `docker run -dit"
         " --init` of the node image with the detected security profile and the node's"
         " resource limits, on the default bridge, then provisioning's"

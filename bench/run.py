@@ -3,6 +3,7 @@
     .venv/bin/python bench/run.py            # the full run (tens of minutes, 200 nodes)
     .venv/bin/python bench/run.py --quick    # tiny counts, a minute or so
     .venv/bin/python bench/run.py --quick --out /tmp/b   # write both files there
+    .venv/bin/python bench/run.py --only pool-add --trials 5   # one phase, printed only
 
 Needs the Docker engine (swarm active) and the node image, like `make run`.
 """
@@ -35,6 +36,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--terms", type=int, help="terminals open at once (200)")
     parser.add_argument("--term-sessions", type=int, help="sessions they are spread over (40)")
     parser.add_argument("--type-seconds", type=float, help="how long they type (30)")
+    parser.add_argument(
+        "--only",
+        choices=sorted(PHASES),
+        help="run this phase alone and print its numbers (the report files are left alone;"
+        " with --out, the numbers go to DIR/partial.json)",
+    )
+    parser.add_argument(
+        "--no-prepare",
+        action="store_true",
+        help="measure the pool with PWD_POOL_PREPARE=false (no attach ahead)",
+    )
     args = parser.parse_args(argv)
     defaults = (
         {"trials": 1, "burst": 2, "mib": 1, "echoes": 10, "terms": 2, "term_sessions": 1}
@@ -53,8 +65,86 @@ def say(text: str) -> None:
     print(f"==> {text}", flush=True)
 
 
+def _only_pool_add(environment: harness.Environment, args: argparse.Namespace, servers: list):
+    from bench import measure as m
+
+    prepare = not args.no_prepare
+    say(f"add node from the pool (PWD_POOL_SIZE=2, prepare {prepare}), {args.trials}x2")
+    server = harness.Server(environment, pool_size=2, prepare=prepare).start()
+    servers.append(server)
+    if not server.wait_for_pool():
+        raise RuntimeError("the pool did not fill")
+    warm = m.add_nodes(server, args.trials)
+    return {
+        "add_node_pool_p50_s": m.percentile(warm.first, 0.5),
+        "add_node_pool_next_p50_s": m.percentile(warm.next, 0.5),
+        "add_node_pool_first_after_start_s": m.median(warm.first_after_start),
+        "add_node_errors": len(warm.errors),
+        "errors_sample": warm.errors[:10],
+    }, [
+        ("add node, pool, node1", m.summary(warm.first)),
+        ("add node, pool, node2", m.summary(warm.next)),
+    ]
+
+
+def _only_burst(environment: harness.Environment, args: argparse.Namespace, servers: list):
+    from bench import measure as m
+
+    prepare = not args.no_prepare
+    say(f"burst: {args.burst} trainees press Start at once (PWD_POOL_SIZE=2, prepare {prepare})")
+    server = harness.Server(environment, pool_size=2, prepare=prepare).start()
+    servers.append(server)
+    if not server.wait_for_pool():
+        raise RuntimeError("the pool did not fill")
+    m.add_nodes(server, 0)  # the server's first add (profile probe), untimed
+    server.wait_for_pool()
+    time.sleep(1)
+    burst = m.burst(server, args.burst)
+    _end_sessions(server, burst.sessions)
+    return {
+        "burst_clients": args.burst,
+        "burst20_ready_s": burst.ready_s,
+        "burst20_errors": len(burst.errors),
+        "burst20_p50_s": m.percentile(burst.per_client_s, 0.5),
+        "errors_sample": burst.errors[:10],
+    }, [(f"burst of {args.burst}, per trainee", m.summary(burst.per_client_s))]
+
+
+# Phases that --only runs alone: each returns its numbers and its table rows.
+PHASES = {"pool-add": _only_pool_add, "burst": _only_burst}
+
+
+def run_only(args: argparse.Namespace) -> int:
+    environment = harness.Environment()
+    servers: list[harness.Server] = []
+    try:
+        numbers, rows = PHASES[args.only](environment, args, servers)
+    except BaseException:
+        for server in servers:
+            for process in server.processes:
+                print(f"--- {process.name} log (last lines)\n{process.tail()}", file=sys.stderr)
+        raise
+    finally:
+        for server in servers:
+            server.stop()
+        say("removing everything the bench created")
+        environment.cleanup()
+    for label, stats in rows:
+        print(
+            f"    {label}: n {stats['n']}, p50 {stats['p50']:.3f} s, p95 {stats['p95']:.3f} s,"
+            f" min {stats['min']:.3f} s, max {stats['max']:.3f} s"
+        )
+    for key, value in numbers.items():
+        print(f"    {key} = {value}")
+    if args.out:
+        report.write_json(args.out / "partial.json", {"only": args.only, **numbers})
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.only:
+        return run_only(args)
     out_json = (args.out or harness.ROOT / "bench" / "results") / "latest.json"
     out_md = (args.out or harness.ROOT / "docs") / "benchmarks.md"
     started_wall, started = datetime.now(UTC), time.monotonic()

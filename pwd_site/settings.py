@@ -156,6 +156,9 @@ PWD_REAP_INTERVAL = envduration("PWD_REAP_INTERVAL", "5s")
 PWD_NODE_START_TIMEOUT = envduration("PWD_NODE_START_TIMEOUT", "60s")
 PWD_EXEC_MAX_OUTPUT = envsize("PWD_EXEC_MAX_OUTPUT", "1m")
 PWD_POOL_SIZE = envint("PWD_POOL_SIZE", 2, minimum=0)
+# Attach ahead: each session keeps one pool node on its network, already named as its
+# next node, so an add hands it out without an engine round trip (only with a pool).
+PWD_POOL_PREPARE = envbool("PWD_POOL_PREPARE", True)
 # Capabilities taken away from every node even when the engine would grant them; loading
 # kernel modules from a node is how the public Play with Docker service was escaped.
 PWD_NODE_CAP_DROP = envlist("PWD_NODE_CAP_DROP", ["SYS_MODULE"])

@@ -181,7 +181,10 @@ class Node(models.Model):
 class PoolNode(models.Model):
     """A pre-started node waiting on no network for a session to take it.
 
-    Claimed with a conditional UPDATE, so several web processes can share one pool.
+    Claimed with a conditional UPDATE, so several web processes can share one pool. A
+    node claimed to be prepared (attached ahead) for a session names it in ``session``
+    and the name it will be handed out as in ``node_name``; ``prepared_at`` is set once
+    it is on the session's network as that name. Taking it clears ``session``.
     """
 
     container_id = models.CharField(max_length=128, unique=True)
@@ -189,9 +192,18 @@ class PoolNode(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     ready_at = models.DateTimeField(null=True, blank=True)
     claimed_at = models.DateTimeField(null=True, blank=True)
+    session = models.ForeignKey(
+        Session, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    node_name = models.CharField(max_length=32, blank=True)
+    ip = models.CharField(max_length=64, blank=True)
+    prepared_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["created_at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["session"], name="one_prepared_node_per_session")
+        ]
 
     def __str__(self) -> str:
         return f"pool node {self.container_id[:12]}"

@@ -25,7 +25,7 @@ from django.db import close_old_connections
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from sessions_app import events, provisioning, services
+from sessions_app import events, pool, provisioning, services
 from sessions_app.models import Node, PoolNode, Session
 
 log = logging.getLogger(__name__)
@@ -139,6 +139,8 @@ class Reaper:
             if not claimed:
                 continue
             try:
+                # A pool node being attached ahead finishes first (see pool).
+                pool.wait_for_preparation_sync(session_id)
                 provisioning.remove_session_objects(session_id)
             except Exception:
                 Session.objects.filter(pk=session_id).update(cleaned_at=None)

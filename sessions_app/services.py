@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from sessions_app import events, pool, provisioning, quotas
 from sessions_app.errors import BadRequest, Conflict, NotFound
-from sessions_app.models import Node, Session
+from sessions_app.models import Node, PoolNode, Session
 from sessions_app.provisioning import ExecResult, NodeHandle
 from sessions_app.serialize import node_data
 
@@ -48,6 +48,8 @@ async def create_session(client_key: str = "") -> Session:
         raise
     session.network_name, session.network_id = name, network_id
     await session.asave(update_fields=["network_name", "network_id"])
+    # Attach a pool node ahead of the first add, in the background.
+    await pool.prepare_soon(session)
     return session
 
 
@@ -79,13 +81,17 @@ async def end_session(session: Session, reason: str = "deleted") -> None:
     """
     if await sync_to_async(session.end)():
         await events.publish(session.id, {"type": "session.ended", "reason": reason})
+    # Ended, so nothing new is attached ahead; one under way finishes first.
+    await pool.wait_for_preparation(session.id)
     await provisioning.run(provisioning.remove_session_objects, session.id)
     await sync_to_async(mark_cleaned)(session.id)
 
 
 def mark_cleaned(session_id: str) -> None:
-    """Record that an ended session has nothing left on the engine; drop its node rows."""
+    """Record that an ended session has nothing left on the engine; drop its node rows
+    and the row of a pool node prepared for it (the container went with the network)."""
     Node.objects.filter(session_id=session_id).delete()
+    PoolNode.objects.filter(session_id=session_id).delete()
     Session.objects.filter(pk=session_id, cleaned_at__isnull=True).update(cleaned_at=timezone.now())
 
 
@@ -157,7 +163,10 @@ async def add_node(session: Session, image: str) -> Node:
     the node is finished (and announced) or removed.
     """
     node = await sync_to_async(_reserve_slot)(session.pk, image)
-    return await asyncio.shield(_start_reserved(session, node))
+    node = await asyncio.shield(_start_reserved(session, node))
+    # Attach a pool node ahead of the next add, in the background.
+    await pool.prepare_soon(session)
+    return node
 
 
 async def _start_reserved(session: Session, node: Node) -> Node:
