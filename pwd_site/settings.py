@@ -102,6 +102,9 @@ USE_TZ = True
 
 STATIC_URL = "/static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# WhiteNoise warns about a missing STATIC_ROOT when collectstatic has not run (make run,
+# tests); the folder is gitignored and filled by collectstatic in the app image.
+STATIC_ROOT.mkdir(exist_ok=True)
 STATICFILES_DIRS = [
     BASE_DIR / "static",
     ("vendor/xterm", BASE_DIR / "node_modules" / "@xterm" / "xterm"),
