@@ -110,8 +110,12 @@ def write_markdown(path: Path, results: dict[str, Any], details: dict[str, Any])
         f"- Python {m['python']}, Django {m['django']}, Channels {m['channels']},"
         f" daphne {m['daphne']} (one process), websockets {m['websockets']} (client)",
         f"- Load average at start: {', '.join(str(x) for x in m['loadavg_at_start'])}."
-        " **The machine was shared with other work during this run**; timings are"
-        " noisy and will be re-run on a quiet machine.",
+        + (
+            " **The machine was busy with other work when the run started**; timings are"
+            " noisy: re-run on a quiet machine."
+            if m["loadavg_at_start"][0] > m["cpus"]
+            else " Nothing else ran on the machine during the run."
+        ),
         "",
         "## Targets",
         "",
