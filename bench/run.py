@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -116,19 +118,8 @@ PHASES = {"pool-add": _only_pool_add, "burst": _only_burst}
 
 def run_only(args: argparse.Namespace) -> int:
     environment = harness.Environment()
-    servers: list[harness.Server] = []
-    try:
+    with cleaned_up(environment) as servers:
         numbers, rows = PHASES[args.only](environment, args, servers)
-    except BaseException:
-        for server in servers:
-            for process in server.processes:
-                print(f"--- {process.name} log (last lines)\n{process.tail()}", file=sys.stderr)
-        raise
-    finally:
-        for server in servers:
-            server.stop()
-        say("removing everything the bench created")
-        environment.cleanup()
     for label, stats in rows:
         print(
             f"    {label}: n {stats['n']}, p50 {stats['p50']:.3f} s, p95 {stats['p95']:.3f} s,"
@@ -139,6 +130,25 @@ def run_only(args: argparse.Namespace) -> int:
     if args.out:
         report.write_json(args.out / "partial.json", {"only": args.only, **numbers})
     return 0
+
+
+@contextlib.contextmanager
+def cleaned_up(environment: harness.Environment) -> Iterator[list[harness.Server]]:
+    """Servers started in the block are stopped and everything made is removed, at any
+    end; on a failure the servers' logs are shown first (they go with the clean-up)."""
+    servers: list[harness.Server] = []
+    try:
+        yield servers
+    except BaseException:
+        for server in servers:
+            for process in server.processes:
+                print(f"--- {process.name} log (last lines)\n{process.tail()}", file=sys.stderr)
+        raise
+    finally:
+        for server in servers:
+            server.stop()
+        say("removing everything the bench created")
+        environment.cleanup()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,8 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         "instance": environment.instance,
     }
     tables: list = []
-    servers: list[harness.Server] = []
-    try:
+    with cleaned_up(environment) as servers:
         r["machine"] = harness.machine()
         say(f"machine: {r['machine']['cpus']} CPUs, instance {environment.instance}")
 
@@ -298,17 +307,6 @@ def main(argv: list[str] | None = None) -> int:
             ("echo, websocket", m.summary(term.ws_echo), "ms", ms),
             (f"echo, {args.terms} terminals typing", m.summary(many.echo), "ms", ms),
         ]
-    except BaseException:
-        # The temp dir with the servers' logs goes with the clean-up: show them first.
-        for server in servers:
-            for process in server.processes:
-                print(f"--- {process.name} log (last lines)\n{process.tail()}", file=sys.stderr)
-        raise
-    finally:
-        for server in servers:
-            server.stop()
-        say("removing everything the bench created")
-        environment.cleanup()
     r["duration_s"] = time.monotonic() - started
     r["targets_met"] = report.verdicts(r)
     report.write_json(out_json, r)

@@ -42,6 +42,18 @@ def engine(_run_instance):
     _remove_everything(provisioning)
 
 
+@pytest.fixture
+async def sessions(engine):
+    """API sessions through Django's test client, ended at the end of the test."""
+    from django.test import AsyncClient
+
+    from tests.api_helpers import Sessions
+
+    helper = Sessions(AsyncClient())
+    yield helper
+    await helper.close()
+
+
 def _remove_everything(provisioning) -> None:
     try:
         objects = provisioning.list_objects()

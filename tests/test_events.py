@@ -7,23 +7,15 @@ import sqlite3
 
 import pytest
 from channels.testing import WebsocketCommunicator
-from django.test import AsyncClient
 
 from pwd_site.routing import websocket_application
-from tests.api_helpers import Sessions, add_node
+from tests.api_helpers import add_node
 from tests.conftest import missing
 from tests.live_server import live_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
-
-
-@pytest.fixture
-async def sessions(engine):
-    helper = Sessions(AsyncClient())
-    yield helper
-    await helper.close()
 
 
 async def listen(session_id: str) -> WebsocketCommunicator:

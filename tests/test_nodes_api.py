@@ -4,19 +4,11 @@ import asyncio
 import ipaddress
 
 import pytest
-from django.test import AsyncClient
 
 from sessions_app.models import Node, Session
-from tests.api_helpers import Sessions, add_node, error_of, post, run
+from tests.api_helpers import add_node, error_of, post, run
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-async def sessions(engine):
-    helper = Sessions(AsyncClient())
-    yield helper
-    await helper.close()
 
 
 @pytest.fixture

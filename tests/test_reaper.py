@@ -12,24 +12,16 @@ from datetime import timedelta
 import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
-from django.test import AsyncClient
 from django.utils import timezone
 
 from pwd_site.routing import websocket_application
 from sessions_app import reaper as reaper_module
 from sessions_app.models import Node, Session
 from sessions_app.reaper import Reaper
-from tests.api_helpers import Sessions, add_node
+from tests.api_helpers import add_node
 from tests.live_server import ROOT, live_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-async def sessions(engine):
-    helper = Sessions(AsyncClient())
-    yield helper
-    await helper.close()
 
 
 async def reap():

@@ -7,16 +7,9 @@ import time
 import pytest
 from django.test import AsyncClient
 
-from tests.api_helpers import Sessions, add_node, run
+from tests.api_helpers import add_node, run
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-async def sessions(engine):
-    helper = Sessions(AsyncClient())
-    yield helper
-    await helper.close()
 
 
 async def add_nodes(client: AsyncClient, session_id: str, count: int) -> list[dict]:

@@ -7,16 +7,9 @@ from django.test import AsyncClient
 from django.utils import timezone
 
 from sessions_app.models import Session
-from tests.api_helpers import Sessions, error_of, post
+from tests.api_helpers import error_of, post
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-async def sessions(engine):
-    helper = Sessions(AsyncClient())
-    yield helper
-    await helper.close()
 
 
 async def test_it_creates_a_session_with_its_own_overlay_network(engine, sessions):
