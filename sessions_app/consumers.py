@@ -35,16 +35,9 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
         session_id = self.scope["url_route"]["kwargs"]["session_id"]
         await self.accept()
         if await _active_session(session_id) is None:
-            await self.send_json(
-                {
-                    "type": "error",
-                    "error": {
-                        "code": "session_not_found",
-                        "message": "There is no such session, or it has ended.",
-                    },
-                }
+            await self._refuse(
+                "session_not_found", "There is no such session, or it has ended.", CLOSE_NOT_FOUND
             )
-            await self.close(code=CLOSE_NOT_FOUND)
             return
         try:
             await self.channel_layer.group_add(events.group_name(session_id), self.channel_name)
@@ -52,18 +45,18 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
             log.warning(
                 "events of session %s: the channel layer is unavailable: %s", session_id[:6], exc
             )
-            await self.send_json(
-                {
-                    "type": "error",
-                    "error": {
-                        "code": "events_unavailable",
-                        "message": "Live updates are unavailable for a moment; reconnect shortly.",
-                    },
-                }
+            await self._refuse(
+                "events_unavailable",
+                "Live updates are unavailable for a moment; reconnect shortly.",
+                CLOSE_UNAVAILABLE,
             )
-            await self.close(code=CLOSE_UNAVAILABLE)
             return
         self.session_id = session_id
+
+    async def _refuse(self, code: str, message: str, close_code: int) -> None:
+        """Tell the client why, in the API's error shape, then close."""
+        await self.send_json({"type": "error", "error": {"code": code, "message": message}})
+        await self.close(code=close_code)
 
     async def disconnect(self, code: int) -> None:
         if self.session_id:

@@ -2,16 +2,13 @@
 run a container inside it from the terminal and read its output off the screen."""
 
 import os
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import RUN_INSTANCE, missing
+from tests.conftest import missing
+from tests.live_server import live_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.docker]
 
@@ -28,58 +25,12 @@ CHROMIUM_ARGS = [
 ARTIFACTS = ROOT / "test-artifacts"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(engine, tmp_path_factory):
     """A daphne serving the app on a free port, with its own migrated SQLite database."""
-    database = tmp_path_factory.mktemp("browser") / "db.sqlite3"
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"sqlite:///{database}",
-        "PWD_INSTANCE": RUN_INSTANCE,
-        "PYTHONPATH": str(ROOT),
-        "DJANGO_SETTINGS_MODULE": "pwd_site.settings",
-    }
-    subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
-        cwd=ROOT,
-        env=env,
-        check=True,
-    )
-    port = _free_port()
-    log = (tmp_path_factory.getbasetemp() / "daphne.log").open("w+")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "pwd_site.serve", "-b", "127.0.0.1", "-p", str(port)]
-        + ["pwd_site.asgi:application"],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/healthz", timeout=1)
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                log.seek(0)
-                pytest.fail(f"daphne did not start:\n{log.read()}")
-            time.sleep(0.2)
-    yield url
-    process.terminate()
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    log.seek(0)
-    print(log.read()[-4000:])
+    with live_server(tmp_path_factory.mktemp("browser")) as live:
+        yield live.url
+        print(live.log.read_text()[-4000:])
 
 
 @pytest.fixture(scope="module")
