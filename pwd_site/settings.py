@@ -51,7 +51,7 @@ MIDDLEWARE = [
     "pwd_site.security.SecurityHeadersMiddleware",
     # Before the rest so that Django's own 404/500 pages under /api/ become JSON errors.
     "sessions_app.middleware.ApiMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "pwd_site.staticfiles.StaticFilesMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
