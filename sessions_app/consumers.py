@@ -25,9 +25,25 @@ def _active_session(session_id: str) -> Session | None:
     return session
 
 
+def _is_layer_outage(exc: BaseException) -> bool:
+    """A failure of the channel layer's backend (Redis down), not a bug of ours."""
+    return type(exc).__module__.split(".")[0] in {"redis", "channels_redis"}
+
+
 class EventsConsumer(AsyncJsonWebsocketConsumer):
     """Authorises in ``connect`` (knowing the session id is the credential), then
     forwards the session's group messages; it never reads from the client."""
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        # Channels also listens on the layer for this consumer's own channel; with Redis
+        # down that listener fails too, after or before connect() has told the client.
+        # The viewer reconnects; a warning is all the log needs.
+        try:
+            await super().__call__(scope, receive, send)
+        except Exception as exc:
+            if not _is_layer_outage(exc):
+                raise
+            log.warning("events websocket ended: the channel layer is unavailable: %s", exc)
 
     session_id: str = ""
 

@@ -59,6 +59,10 @@ def _int_in(value: Any, low: int, high: int) -> bool:
 class TerminalConsumer(AsyncWebsocketConsumer):
     """One browser tab (or tool) on one node's shared terminal."""
 
+    # Terminals talk to the engine, never to other processes: no channel layer, so a
+    # Redis outage cannot take the shells down with it (an unknown alias means none).
+    channel_layer_alias = "pwd-terminals-use-no-channel-layer"
+
     async def connect(self) -> None:
         kwargs = self.scope["url_route"]["kwargs"]
         self.session_id: str = kwargs["session_id"]

@@ -54,6 +54,23 @@ async def test_it_runs_a_command_and_echoes_its_output(node):
     await terminal.close()
 
 
+async def test_the_terminal_works_while_the_channel_layer_is_down(node, settings):
+    from tests.live_server import free_port
+
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [f"redis://127.0.0.1:{free_port()}/0"]},  # nothing listens
+        }
+    }
+    terminal = await _open(node)
+    await terminal.type("echo layer-down-$((6*7))\r")
+    await terminal.until_text("layer-down-42\r\n")
+    await terminal.drain(1.0)
+    assert terminal.closed is None
+    await terminal.close()
+
+
 async def test_it_resizes_the_tty(node):
     terminal = await _open(node)
     await terminal.send({"type": "resize", "cols": 123, "rows": 37})
