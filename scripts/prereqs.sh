@@ -16,6 +16,9 @@ logdir=${PWD_LOG_DIR:-/var/log/pwd}
 mkdir -p "$logdir"
 venv="$root/.venv"
 python=${PYTHON:-python3}
+# uv keeps its downloads with the project's other caches (make clean-machine removes them)
+# and never fetches a Python of its own.
+export UV_CACHE_DIR=${UV_CACHE_DIR:-$root/.cache/uv} UV_PYTHON_DOWNLOADS=never
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 die() { printf '\033[31merror:\033[0m %s\n' "$*" >&2; exit 1; }
@@ -33,11 +36,13 @@ apt_install() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
+# The Python dependencies come from requirements.lock (made from pyproject.toml's ranges by
+# `make lock`), hash-checked, installed by the uv that the lock itself pins.
 step_python() {
-    local stamp="$venv/.pwd-installed" want
-    want=$(sha256sum pyproject.toml | cut -c1-16)
+    local stamp="$venv/.pwd-installed" want lock="$root/requirements.lock" uv="$venv/bin/uv"
+    want=$(cat pyproject.toml requirements.lock | sha256sum | cut -c1-16)
     if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$venv/bin/python" ]; then
-        say "python dependencies are up to date"
+        say "python dependencies are up to date (requirements.lock)"
         return
     fi
     if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
@@ -46,11 +51,24 @@ step_python() {
     if ! "$python" -c 'import venv, ensurepip' 2>/dev/null; then
         apt_install python3-venv
     fi
-    say "creating the virtualenv in .venv and installing Python dependencies"
-    [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
-    "$venv/bin/python" -m pip install -q --upgrade pip
-    "$venv/bin/python" -m pip install -q -e '.[dev]'
-    echo "$want" > "$stamp"
+    if [ ! -x "$venv/bin/python" ]; then
+        say "creating the virtualenv in .venv"
+        "$python" -m venv "$venv"
+    fi
+    local uv_pin
+    uv_pin=$(awk '/^uv==/ {print $1; exit}' "$lock")
+    [ -n "$uv_pin" ] || die "requirements.lock pins no uv; run 'make lock'"
+    if [ "$("$uv" --version 2>/dev/null | cut -d' ' -f2)" != "${uv_pin#uv==}" ]; then
+        say "installing $uv_pin (the installer) into .venv with pip"
+        # Only uv's entry of the lock, hashes included, so pip checks what it downloads.
+        awk '/^uv==/ {p = 1} p {print} p && !/\\$/ {exit}' "$lock" >"$venv/uv-requirement.txt"
+        "$venv/bin/python" -m pip install -q --no-cache-dir --require-hashes \
+            -r "$venv/uv-requirement.txt"
+    fi
+    say "installing the Python dependencies from requirements.lock into .venv"
+    "$uv" pip sync -q --python "$venv/bin/python" --require-hashes "$lock"
+    "$uv" pip install -q --python "$venv/bin/python" --no-deps -e .
+    echo "$want" >"$stamp"
 }
 
 step_npm() {
