@@ -300,7 +300,7 @@ else
     image=${PWD_APP_IMAGE:-pwd-app}
     context="$root"
     dockerfile="$root/Dockerfile"
-    hash=$(cd "$root" && cat Dockerfile pyproject.toml uv.lock package.json package-lock.json | sha256sum | cut -c1-16)
+    hash=$(cd "$root" && cat Dockerfile pyproject.toml requirements.lock package.json package-lock.json | sha256sum | cut -c1-16)
 fi
 
 current=$(docker image inspect -f '{{ index .Config.Labels "pwd.image-hash" }}' "$image" 2>/dev/null || true)
