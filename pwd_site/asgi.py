@@ -9,6 +9,7 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter  # noqa: E402
 
+from pwd_site.bodylimit import BodyLimit  # noqa: E402
 from pwd_site.routing import websocket_application  # noqa: E402
 from sessions_app import provisioning  # noqa: E402
 
@@ -17,7 +18,7 @@ provisioning.detect_profile_in_background()
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": BodyLimit(django_asgi_app),
         "websocket": websocket_application,
     }
 )

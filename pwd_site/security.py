@@ -4,8 +4,11 @@ Every response gets a Content-Security-Policy: scripts only from the app's own o
 (no inline script), connections only back to it (HTTP and its websockets), nothing may
 frame it. Styles may be inline because xterm.js styles its rows at run time. Django's
 own middleware adds X-Frame-Options DENY, Referrer-Policy same-origin and nosniff (see
-settings.py). A view meant to be framed by documentation sites is wrapped in
-:func:`embeddable`, which lets exactly the PWD_TRUSTED_ORIGINS frame it.
+settings.py). Answers that carry a session id (its page, the session API, the start
+form's redirect) are never stored by a browser or a proxy. A view meant to be framed by
+documentation sites is wrapped in :func:`embeddable`, which lets exactly the
+PWD_TRUSTED_ORIGINS frame it. Answers made outside Django take
+:func:`standalone_headers`.
 """
 
 import functools
@@ -15,10 +18,13 @@ from typing import Any
 from asgiref.sync import iscoroutinefunction
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
+from django.utils.cache import add_never_cache_headers
 from django.utils.deprecation import MiddlewareMixin
 from django.views.decorators.clickjacking import xframe_options_exempt
 
 HEADER = "Content-Security-Policy"
+# Paths whose answers carry a session id, the credential.
+PRIVATE_PATHS = ("/p/", "/api/sessions/", "/start/")
 
 
 def content_security_policy(host: str, frame_ancestors: list[str] | None = None) -> str:
@@ -41,10 +47,24 @@ def content_security_policy(host: str, frame_ancestors: list[str] | None = None)
     return "; ".join(directives)
 
 
+def standalone_headers() -> dict[str, str]:
+    """The headers for an answer made without Django's middleware (a refused body)."""
+    return {
+        HEADER: "default-src 'none'; frame-ancestors 'none'",
+        "X-Frame-Options": settings.X_FRAME_OPTIONS,
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": settings.SECURE_REFERRER_POLICY,
+        "Cache-Control": "no-store",
+    }
+
+
 class SecurityHeadersMiddleware(MiddlewareMixin):
-    """Adds the Content-Security-Policy (a view may have set its own already)."""
+    """Adds the Content-Security-Policy (a view may have set its own already), and
+    ``Cache-Control: no-store`` to the answers of PRIVATE_PATHS."""
 
     def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        if request.path.lower().startswith(PRIVATE_PATHS):
+            add_never_cache_headers(response)
         if HEADER not in response:
             try:
                 host = request.get_host()

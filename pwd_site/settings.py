@@ -36,6 +36,9 @@ ALLOWED_HOSTS = envlist("PWD_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]",
 PWD_TRUSTED_ORIGINS = envlist("PWD_TRUSTED_ORIGINS", [])
 CSRF_TRUSTED_ORIGINS = PWD_TRUSTED_ORIGINS
 CORS_ALLOWED_ORIGINS = envlist("PWD_CORS_ORIGINS", [])
+# The largest request body the server takes at all; a bigger one is refused with 413
+# before it is read (pwd_site/bodylimit.py). The API's own cap on its JSON is lower.
+PWD_MAX_BODY = envsize("PWD_MAX_BODY", "1m")
 
 INSTALLED_APPS = [
     "daphne",
@@ -48,13 +51,15 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Outside everything that answers by itself (static files, the API's JSON errors and
+    # refusals), so that every response carries X-Frame-Options.
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "pwd_site.security.SecurityHeadersMiddleware",
     # Before the rest so that Django's own 404/500 pages under /api/ become JSON errors.
     "sessions_app.middleware.ApiMiddleware",
     "pwd_site.staticfiles.StaticFilesMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
 ROOT_URLCONF = "pwd_site.urls"

@@ -92,6 +92,8 @@ def json_body(request: HttpRequest) -> dict[str, Any]:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise BadRequest("The body is not valid JSON.", "invalid_json") from None
+    except RecursionError:
+        raise BadRequest("The body is JSON nested too deeply.", "invalid_json") from None
     if not isinstance(data, dict):
         raise BadRequest("The body must be a JSON object.", "invalid_request")
     return data

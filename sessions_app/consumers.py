@@ -81,8 +81,11 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
                     events.group_name(self.session_id), self.channel_name
                 )
 
-    async def receive_json(self, content: Any, **kwargs: Any) -> None:
-        """Viewers only listen; anything they send is ignored."""
+    async def receive(
+        self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any
+    ) -> None:
+        """Viewers only listen; anything they send is ignored, unread: a binary frame, a
+        frame that is not JSON or is nested too deeply never ends the stream."""
 
     async def session_event(self, message: dict[str, Any]) -> None:
         event = message["event"]

@@ -112,7 +112,7 @@ class TerminalConsumer(AsyncWebsocketConsumer):
             return
         try:
             message = json.loads(text_data)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deeply
             await self.error("invalid_json", "messages must be JSON objects")
             return
         kind = message.get("type") if isinstance(message, dict) else None
@@ -136,8 +136,13 @@ class TerminalConsumer(AsyncWebsocketConsumer):
         if not isinstance(data, str):
             await self.error("invalid_input", "input needs data, a string")
             return
+        try:
+            raw = data.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate ("\ud800") has no UTF-8 form
+            await self.error("invalid_input", "input data must be text without lone surrogates")
+            return
         assert self.client is not None
-        await self.client.hub.input(self.client, data.encode("utf-8", "surrogateescape"))
+        await self.client.hub.input(self.client, raw)
         now = time.monotonic()
         if self.session is not None and now - self._last_touch >= TOUCH_INTERVAL:
             self._last_touch = now
