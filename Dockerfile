@@ -8,12 +8,15 @@ ENV DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8 PYTHONUNBUFFERED=1 PYTHONPATH=/a
     PATH=/opt/venv/bin:$PATH
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 python3-venv npm ca-certificates \
+      e2fsprogs \
  && apt-get clean && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app
-COPY pyproject.toml package.json package-lock.json ./
+COPY pyproject.toml requirements.lock package.json package-lock.json ./
+# The same pinned, hash-checked dependencies as `make run` (requirements.lock).
 RUN python3 -m venv /opt/venv \
- && /opt/venv/bin/pip install --no-cache-dir -e . \
+ && /opt/venv/bin/pip install --no-cache-dir --require-hashes -r requirements.lock \
+ && /opt/venv/bin/pip install --no-cache-dir --no-deps -e . \
  && npm ci --no-audit --no-fund --loglevel=error
 COPY manage.py ./
 COPY pwd_site pwd_site

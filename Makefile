@@ -38,6 +38,7 @@ node-image:
 
 bench: prereqs
 	@$(PY) bench/run.py $(BENCH_ARGS)
+	@$(PY) bench/profiles.py
 
 clean:
 	rm -rf .venv node_modules staticfiles .pytest_cache .ruff_cache
@@ -74,6 +75,18 @@ clean-machine:
 		[ -z "$$ids" ] || act docker rmi -f $$ids; \
 	else \
 		echo "no Docker engine answers: containers and images left as they are"; \
+	fi; \
+	disks="$${PWD_DISK_DIR:-/var/lib/pwd/disks}"; \
+	for m in $$(awk -v d="$$disks/" 'index($$5, d) == 1 {print $$5}' /proc/self/mountinfo); do \
+		act umount -l "$$m"; \
+	done; \
+	[ ! -d "$$disks" ] || act rm -rf --one-file-system "$$disks"; \
+	pidfile="$${PWD_LOG_DIR:-/var/log/pwd}/dockerd.pid"; \
+	if [ -f "$$pidfile" ] && kill -0 "$$(cat "$$pidfile")" 2>/dev/null; then \
+		echo "stopping the Docker engine that make run / make test started"; \
+		act kill "$$(cat "$$pidfile")"; \
+		[ -n "$$dry" ] || for i in $$(seq 1 30); do kill -0 "$$(cat "$$pidfile")" 2>/dev/null || break; sleep 1; done; \
+		act rm -f "$$pidfile"; \
 	fi; \
 	node-image/build.sh --remove-cache $(if $(DRY_RUN),--dry-run); \
 	files=$$(ls -d .venv node_modules staticfiles db.sqlite3 db.sqlite3-* .pytest_cache \

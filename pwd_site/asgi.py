@@ -11,10 +11,11 @@ from channels.routing import ProtocolTypeRouter  # noqa: E402
 
 from pwd_site.bodylimit import BodyLimit  # noqa: E402
 from pwd_site.routing import websocket_application  # noqa: E402
-from sessions_app import provisioning  # noqa: E402
+from sessions_app import isolation  # noqa: E402
 
-# The node profile probe takes a few seconds; done now, no trainee waits for it.
-provisioning.detect_profile_in_background()
+# The node profile probe and the escape check take a few seconds, done now so that no
+# trainee waits for them; in production an unsafe profile stops the process here.
+isolation.enforce_at_start()
 
 application = ProtocolTypeRouter(
     {

@@ -73,6 +73,7 @@ TEMPLATES = [
         "OPTIONS": {
             "context_processors": [
                 "django.template.context_processors.request",
+                "sessions_app.isolation.context",
             ],
         },
     },
@@ -143,8 +144,14 @@ LOGGING = {
 PWD_INSTANCE = envstr("PWD_INSTANCE", "pwd")
 PWD_NODE_IMAGE = envstr("PWD_NODE_IMAGE", "pwd-node")
 PWD_NODE_IMAGES = envlist("PWD_NODE_IMAGES", [PWD_NODE_IMAGE])
-# auto: probe once at start whether --privileged works, else explicit capabilities.
-PWD_NODE_PROFILE = envchoice("PWD_NODE_PROFILE", "auto", ("auto", "privileged", "caps", "sysbox"))
+# auto: userns when the engine remaps users, else probe once at start whether
+# --privileged works, else explicit capabilities.
+PWD_NODE_PROFILE = envchoice(
+    "PWD_NODE_PROFILE", "auto", ("auto", "userns", "sysbox", "privileged", "caps")
+)
+# Production refuses a node profile that fails the escape checks unless the operator
+# says that everyone who can reach the installation may have root on the host.
+PWD_TRUSTED_USERS_ONLY = envbool("PWD_TRUSTED_USERS_ONLY", False)
 # The OCI runtime of nodes with the sysbox profile (DinD without privileged containers).
 PWD_SYSBOX_RUNTIME = envstr("PWD_SYSBOX_RUNTIME", "sysbox-runc")
 # Per-node limits, enforced by the engine.
@@ -153,9 +160,11 @@ PWD_NODE_SWAP = envsize("PWD_NODE_SWAP", "1g")
 PWD_NODE_CPUS = envfloat("PWD_NODE_CPUS", 1.0, minimum=0.01)
 PWD_NODE_PIDS = envint("PWD_NODE_PIDS", 1000, minimum=64)
 PWD_NODE_LOG_SIZE = envsize("PWD_NODE_LOG_SIZE", "1m")
-# Root filesystem cap (engine storage option `size`); empty: none. Works only where the
-# engine supports it (overlay2 on xfs with pquota, devicemapper, btrfs, zfs).
-PWD_NODE_DISK = envstr("PWD_NODE_DISK", "")
+# Disk per node: a sparse ext4 image holding everything the node writes (its root
+# filesystem's changes and the inner engine's data); 0: no disk of its own (uncapped).
+PWD_NODE_DISK = envsize("PWD_NODE_DISK", "10g")
+# Where node disk images are made and mounted on the engine host.
+PWD_DISK_DIR = envstr("PWD_DISK_DIR", "/var/lib/pwd/disks")
 PWD_MAX_NODES = envint("PWD_MAX_NODES", 5, minimum=1)
 PWD_SESSION_LIFETIME = envduration("PWD_SESSION_LIFETIME", "4h")
 PWD_IDLE_TIMEOUT = envduration("PWD_IDLE_TIMEOUT", "30m")

@@ -33,7 +33,7 @@ def limits() -> dict[str, Any]:
         "swap": _size(settings.PWD_NODE_SWAP) if settings.PWD_NODE_SWAP else "",
         "cpus": f"{settings.PWD_NODE_CPUS:g}",
         "pids": settings.PWD_NODE_PIDS,
-        "disk": settings.PWD_NODE_DISK,
+        "disk": _size(settings.PWD_NODE_DISK) if settings.PWD_NODE_DISK else "",
         "lifetime": _duration(settings.PWD_SESSION_LIFETIME),
         "idle": _duration(settings.PWD_IDLE_TIMEOUT),
     }

@@ -15,6 +15,7 @@ logdir=${PWD_LOG_DIR:-/var/log/pwd}
 [ -w "$(dirname "$logdir")" ] || logdir="$root/.cache/log"
 mkdir -p "$logdir"
 venv="$root/.venv"
+userns_remap=${PWD_USERNS_REMAP:-default}
 python=${PYTHON:-python3}
 # uv keeps its downloads with the project's other caches (make clean-machine removes them)
 # and never fetches a Python of its own.
@@ -87,8 +88,11 @@ step_npm() {
 engine_answers() { timeout 10 docker info >/dev/null 2>&1; }
 
 step_docker() {
+    # Node disks (sessions_app/disks.py) are ext4 images made on this host.
+    command -v mkfs.ext4 >/dev/null 2>&1 || apt_install e2fsprogs
     if command -v docker >/dev/null 2>&1 && engine_answers; then
         say "the Docker engine answers ($(docker version --format '{{.Server.Version}}' 2>/dev/null))"
+        warn_without_userns
         return
     fi
     if ! command -v dockerd >/dev/null 2>&1; then
@@ -103,15 +107,29 @@ step_docker() {
         systemctl start docker || true
     fi
     if ! engine_answers; then
-        say "starting dockerd in the background (log: $logdir/dockerd.log)"
-        nohup dockerd >>"$logdir/dockerd.log" 2>&1 &
+        # Nodes are root only in a user namespace of their own when the engine remaps
+        # users (the userns profile, docs/security.md); PWD_USERNS_REMAP=off turns it off.
+        local remap=()
+        [ "$userns_remap" = off ] || remap=(--userns-remap="$userns_remap")
+        say "starting dockerd ${remap[*]} in the background (log: $logdir/dockerd.log)"
+        nohup dockerd "${remap[@]}" >>"$logdir/dockerd.log" 2>&1 &
+        echo $! >"$logdir/dockerd.pid"
     fi
     for _ in $(seq 1 60); do
-        engine_answers && { say "the Docker engine answers"; return; }
+        engine_answers && { say "the Docker engine answers"; warn_without_userns; return; }
         sleep 1
     done
     tail -n 20 "$logdir/dockerd.log" >&2 || true
     die "dockerd did not start within 60 s (log: $logdir/dockerd.log)"
+}
+
+warn_without_userns() {
+    [ "$userns_remap" = off ] && return
+    docker info --format '{{json .SecurityOptions}}' 2>/dev/null | grep -q 'name=userns' && return
+    printf '\033[33mwarning:\033[0m %s\n' \
+        "the running Docker engine does not remap users (no --userns-remap): root in a node" \
+        "can become root on this host. Restart dockerd with --userns-remap=default (or stop it" \
+        "and run this again, which starts it so), or use Sysbox; see docs/security.md." >&2
 }
 
 step_swarm() {

@@ -17,6 +17,7 @@ import hashlib
 import logging
 import math
 import re
+import secrets
 import shlex
 import threading
 import time
@@ -31,12 +32,21 @@ from django.conf import settings
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.types import Mount
 
+from sessions_app import cgroups, disks
+
 log = logging.getLogger(__name__)
 
 LABEL_INSTANCE = "pwd.instance"
 LABEL_SESSION = "pwd.session"
 LABEL_NODE = "pwd.node"
 LABEL_ROLE = "pwd.role"
+# The id of the node's own disk (sessions_app.disks), on nodes that have one.
+LABEL_DISK = "pwd.disk"
+# Where a node finds its disk; the entrypoint makes it the node's whole writable layer.
+NODE_DISK_PATH = "/pwd-disk"
+# Every command the app runs in a node goes into the root its shell has (the node's own
+# disk; see the entrypoint): an exec may land in the root the container started with.
+IN_NODE_ROOT = ("chroot", "/proc/1/root")
 ROLE_NODE = "node"
 ROLE_POOL = "pool"
 ROLE_PROBE = "probe"
@@ -112,36 +122,83 @@ class NodeStartError(EngineError):
     """A node did not come up; whatever was created for it has been removed."""
 
 
+# Docker's defaults for an unprivileged container (moby's oci/defaults.go).
+DEFAULT_MASKED_PATHS = (
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+)
+DEFAULT_READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+# Devices a node may open beyond the engine's defaults (null, zero, full, random, tty,
+# console, ptmx, pts, tun): FUSE, for fuse-overlayfs. No block device, no /dev/kmsg.
+NODE_DEVICE_RULES = ("c 10:229 rwm",)
+# Taken from every node whatever the setting says: nothing in a node needs the host's
+# kernel log, clock or raw I/O ports.
+HARDENING_CAP_DROP = ("SYSLOG", "SYS_TIME", "SYS_RAWIO")
+# The profiles under which root in a node is not root on the host.
+ISOLATING_PROFILES = ("userns", "sysbox")
+
+
 @dataclass(frozen=True)
 class Profile:
-    """How node containers get the powers an inner dockerd needs."""
+    """How node containers get the powers an inner dockerd needs.
 
-    name: str  # "privileged", "caps" or "sysbox"
+    ``userns``: the engine runs with ``userns-remap``, so a node's root is an unprivileged
+    user on the host; every capability is granted, but only inside the node's own user
+    namespace, and the node's cgroup directories are handed to it after start
+    (:mod:`sessions_app.cgroups`). ``sysbox``: the Sysbox runtime does the same.
+    ``caps`` and ``privileged`` give real root: they do not isolate (docs/security.md).
+    """
+
+    name: str  # "userns", "sysbox", "caps" or "privileged"
     cap_drop: tuple[str, ...] = ()
+    # The host uid and gid of root in a node (not 0 under userns: its disk is made theirs).
+    root_ids: tuple[int, int] = (0, 0)
+
+    @property
+    def isolates(self) -> bool:
+        return self.name in ISOLATING_PROFILES
 
     def host_config(self, **extra: Any) -> dict[str, Any]:
         """The engine's HostConfig for a node with this profile, plus ``extra`` options."""
+        api = client().api
+        cap_drop = list(self.cap_drop) or None
         if self.name == "sysbox":
             # Sysbox gives an unprivileged container what dockerd needs, user-namespaced.
-            return client().api.create_host_config(
-                runtime=settings.PWD_SYSBOX_RUNTIME, cap_drop=list(self.cap_drop) or None, **extra
+            return api.create_host_config(
+                runtime=settings.PWD_SYSBOX_RUNTIME, cap_drop=cap_drop, **extra
             )
+        # Real root even where the engine remaps users (only there is the option needed).
+        real_root = {} if self.name == "userns" else {"userns_mode": "host"}
         if self.name == "privileged":
-            config = client().api.create_host_config(
-                privileged=True, cap_drop=list(self.cap_drop) or None, **extra
-            )
-        else:
-            config = client().api.create_host_config(
-                cap_add=["ALL"],
-                cap_drop=list(self.cap_drop) or None,
-                security_opt=["seccomp=unconfined", "apparmor=unconfined"],
-                device_cgroup_rules=["a *:* rwm"],
-                **extra,
-            )
-            # The CLI's `--security-opt systempaths=unconfined`: /proc/sys writable and
-            # nothing masked, which the inner dockerd needs for its sysctls.
+            return api.create_host_config(privileged=True, cap_drop=cap_drop, **real_root, **extra)
+        config = api.create_host_config(
+            cap_add=["ALL"],
+            cap_drop=cap_drop,
+            security_opt=["seccomp=unconfined", "apparmor=unconfined"],
+            device_cgroup_rules=list(NODE_DEVICE_RULES),
+            **real_root,
+            **extra,
+        )
+        if self.name == "userns":
+            # The inner engine mounts a fresh /proc and /sys for each container, which a
+            # user namespace allows only where they are fully visible: nothing masked.
+            # The kernel keeps the host's sysctls, sysrq and kcore from the node's root.
             config["MaskedPaths"] = []
             config["ReadonlyPaths"] = []
+        else:
+            # Real root needs /proc/sys for the inner engine's network sysctls; the
+            # entrypoint makes all of it but net.* read-only again.
+            config["MaskedPaths"] = list(DEFAULT_MASKED_PATHS)
+            config["ReadonlyPaths"] = [p for p in DEFAULT_READONLY_PATHS if p != "/proc/sys"]
         return config
 
 
@@ -295,30 +352,17 @@ def profile() -> Profile:
     return _profile
 
 
-def detect_profile_in_background() -> threading.Thread:
-    """Run the profile probe now, on a thread, so the first "Add node" does not wait.
-
-    A failure is only logged: the probe runs again at the first node start.
-    """
-
-    def probe() -> None:
-        try:
-            profile()
-        except (EngineError, DockerException, OSError) as exc:
-            log.warning("could not probe the node profile at start: %s", exc)
-
-    thread = threading.Thread(target=probe, name="pwd-profile-probe", daemon=True)
-    thread.start()
-    return thread
-
-
 def _probe_starts(image: str, host_config: dict[str, Any]) -> tuple[bool, str]:
     """Whether a probe container with ``host_config`` starts and exits cleanly."""
     api = client().api
     container_id = ""
     try:
         container_id = api.create_container(
-            image, entrypoint=["true"], labels=labels(ROLE_PROBE), host_config=host_config
+            image,
+            entrypoint=["true"],
+            labels=labels(ROLE_PROBE),
+            host_config=host_config,
+            name=_random_name(ROLE_PROBE),
         )["Id"]
         api.start(container_id)
         result = api.wait(container_id, timeout=30)
@@ -328,6 +372,26 @@ def _probe_starts(image: str, host_config: dict[str, Any]) -> tuple[bool, str]:
     finally:
         if container_id:
             _remove_container(container_id)
+
+
+def _probe_root_ids(image: str, profile: Profile) -> tuple[int, int]:
+    """The host uid and gid that root in a node maps to (read from a probe's uid_map)."""
+    api = client().api
+    container_id = api.create_container(
+        image,
+        entrypoint=["sleep", "30"],
+        labels=labels(ROLE_PROBE),
+        host_config=profile.host_config(network_mode="none"),
+        name=_random_name(ROLE_PROBE),
+    )["Id"]
+    try:
+        api.start(container_id)
+        pid = api.inspect_container(container_id)["State"].get("Pid") or 0
+        return cgroups.outer_root(pid)
+    except cgroups.DelegationError as exc:
+        raise EngineError(f"cannot see the node's user namespace from here: {exc}") from exc
+    finally:
+        _remove_container(container_id)
 
 
 def _engine_known_caps(image: str) -> list[str]:
@@ -340,6 +404,7 @@ def _engine_known_caps(image: str) -> list[str]:
                 entrypoint=["true"],
                 labels=labels(ROLE_PROBE),
                 host_config=client().api.create_host_config(cap_drop=known, network_mode="none"),
+                name=_random_name(ROLE_PROBE),
             )
         except APIError as exc:
             match = re.search(r'unknown capability: "?(?:CAP_)?([A-Z_]+)', str(exc.explanation))
@@ -352,13 +417,34 @@ def _engine_known_caps(image: str) -> list[str]:
     raise EngineError("could not work out which capabilities the engine knows")
 
 
+def engine_remaps_users() -> bool:
+    """Whether the engine runs containers in a user namespace (``userns-remap``)."""
+    try:
+        options = client().info().get("SecurityOptions") or []
+    except DockerException as exc:
+        raise EngineUnavailable(f"the Docker engine does not answer: {exc}") from exc
+    return any("name=userns" in option for option in options)
+
+
 def _detect_profile() -> Profile:
-    drop = tuple(cap.upper().removeprefix("CAP_") for cap in settings.PWD_NODE_CAP_DROP)
+    wanted_drop = (cap.upper().removeprefix("CAP_") for cap in settings.PWD_NODE_CAP_DROP)
+    drop = tuple(dict.fromkeys([*wanted_drop, *HARDENING_CAP_DROP]))
     image = settings.PWD_NODE_IMAGE
     wanted = settings.PWD_NODE_PROFILE
     if wanted in ("privileged", "sysbox"):
         log.info("node profile: %s (PWD_NODE_PROFILE)", wanted)
         return Profile(wanted, drop)
+    remapped = engine_remaps_users()
+    if wanted == "userns" and not remapped:
+        raise EngineError(
+            "PWD_NODE_PROFILE=userns, but the engine does not remap users: start dockerd "
+            "with --userns-remap=default (docs/security.md)"
+        )
+    if wanted in ("auto", "userns") and remapped:
+        # Under userns-remap --privileged is refused and every capability is the node's
+        # own; only those the engine cannot grant at all are left out.
+        wanted = "userns"
+    kind = "userns" if wanted == "userns" else "caps"
     if wanted == "auto":
         ok, why = _probe_starts(image, Profile("privileged", drop).host_config(network_mode="none"))
         if ok:
@@ -376,7 +462,7 @@ def _detect_profile() -> Profile:
     candidates = [cap for cap in known if cap not in drop]
 
     def grantable(caps: list[str]) -> bool:
-        profile = Profile("caps", tuple(cap for cap in known if cap not in caps))
+        profile = Profile(kind, tuple(cap for cap in known if cap not in caps))
         return _probe_starts(image, profile.host_config(network_mode="none"))[0]
 
     missing: list[str] = []
@@ -392,12 +478,75 @@ def _detect_profile() -> Profile:
         search(caps[half:])
 
     search(candidates)
-    result = Profile("caps", tuple(sorted((set(drop) & set(known)) | set(missing))))
+    result = Profile(kind, tuple(sorted((set(drop) & set(known)) | set(missing))))
+    if kind == "userns":
+        result = Profile(kind, result.cap_drop, _probe_root_ids(image, result))
     log.info(
-        "node profile: capabilities (all the engine grants; dropped: %s)",
+        "node profile: %s (every capability the engine grants; dropped: %s)",
+        "user-namespaced" if kind == "userns" else "capabilities, real root",
         ", ".join(result.cap_drop) or "none",
     )
     return result
+
+
+# Run inside a probe node through exec, as an attacker would: each line names a route to
+# the host that worked. Every write puts back the value it read, and a cgroup hierarchy
+# that could be mounted is unmounted at once (one left behind breaks the engine's stats).
+_ESCAPE_PROBE = r"""
+open() { echo "open $1"; }
+# busybox's mount is never set-uid (the image's may belong to a remapped root).
+mount() { if command -v busybox >/dev/null; then busybox mount "$@"; else command mount "$@"; fi; }
+d=$(mktemp -d)
+if mount -t cgroup -o none,name=pwdprobe cgroup "$d" 2>/dev/null; then
+    open cgroup-release-agent; busybox umount "$d" 2>/dev/null || umount "$d"
+fi
+rmdir "$d"
+v=$(cat /proc/sys/kernel/core_pattern)
+printf '%s\n' "$v" 2>/dev/null > /proc/sys/kernel/core_pattern && open core-pattern
+for f in pids/pids.max pids.max memory/memory.limit_in_bytes memory.max cpu/cpu.cfs_quota_us; do
+    f=/sys/fs/cgroup/$f
+    [ -f "$f" ] || continue
+    mount -o remount,bind,rw "${f%/*}" 2>/dev/null
+    v=$(cat "$f") && printf '%s\n' "$v" 2>/dev/null > "$f" && open "cgroup-limits:$f"
+done
+dmesg >/dev/null 2>&1 && open kernel-log
+k=$(mktemp -u)
+mknod "$k" c 1 11 2>/dev/null && head -c 1 "$k" >/dev/null 2>&1 && open kmsg-device
+rm -f "$k"
+exit 0
+"""
+
+
+def escape_check(image: str | None = None) -> list[str]:
+    """Try the known routes from a node to the host with this engine's node profile.
+
+    Returns the routes that worked (empty: the profile held). The probe node runs on no
+    network and is removed at the end.
+    """
+    image = image or settings.PWD_NODE_IMAGE
+    api = client().api
+    config = profile().host_config(network_mode="none", init=True, **node_limits())
+    container_id = ""
+    try:
+        container_id = api.create_container(
+            image,
+            entrypoint=["sleep", "120"],
+            labels=labels(ROLE_PROBE),
+            host_config=config,
+            name=_random_name(ROLE_PROBE),
+        )["Id"]
+        api.start(container_id)
+        if profile().name == "userns":
+            hand_over_cgroups(container_id)
+        code, output = _exec_simple(container_id, ["sh", "-c", _ESCAPE_PROBE])
+    except APIError as exc:
+        raise EngineError(f"the escape check could not run: {exc.explanation or exc}") from exc
+    finally:
+        if container_id:
+            _remove_container(container_id)
+    if code != 0:
+        raise EngineError(f"the escape check failed to run: {output.strip()[-300:]}")
+    return [line.removeprefix("open ") for line in output.splitlines() if line.startswith("open ")]
 
 
 # --- networks ---------------------------------------------------------------------------
@@ -461,14 +610,30 @@ def remove_network(name_or_id: str) -> None:
 
 
 def _remove_container(container_id: str) -> None:
+    """Remove a container, its volumes and its disk; a missing one counts as removed."""
+    api = client().api
     try:
-        client().api.remove_container(container_id, force=True, v=True)
+        disk_id = (api.inspect_container(container_id)["Config"].get("Labels") or {}).get(
+            LABEL_DISK, ""
+        )
+        api.remove_container(container_id, force=True, v=True)
     except NotFound:
-        pass
+        return
     except APIError as exc:
         if exc.status_code == 409 and "already in progress" in str(exc):
             return
         raise EngineError(f"could not remove container: {exc.explanation}") from exc
+    if disk_id:
+        disks.remove(disk_id)
+
+
+def remove_unused_disks() -> list[str]:
+    """Remove node disks that no container on the engine (of any instance) claims."""
+    try:
+        claimed = client().api.containers(all=True, filters={"label": [LABEL_DISK]})
+    except DockerException as exc:
+        raise EngineUnavailable(str(exc)) from exc
+    return disks.remove_unused({c["Labels"].get(LABEL_DISK, "") for c in claimed})
 
 
 def remove_node(container_id: str) -> None:
@@ -502,7 +667,7 @@ def wait_for_inner_docker(container_id: str, timeout: float) -> None:
 
 def _exec_simple(container_id: str, argv: list[str]) -> tuple[int | None, str]:
     api = client().api
-    exec_id = api.exec_create(container_id, argv, stdout=True, stderr=True)["Id"]
+    exec_id = api.exec_create(container_id, [*IN_NODE_ROOT, *argv], stdout=True, stderr=True)["Id"]
     output = api.exec_start(exec_id)
     exit_code = api.exec_inspect(exec_id).get("ExitCode")
     return exit_code, output.decode("utf-8", "replace")
@@ -516,22 +681,24 @@ def create_node(
     *,
     role: str = ROLE_NODE,
     wait: bool = True,
+    name: str | None = None,
 ) -> NodeHandle:
     """Start a DinD node and return once its inner engine answers.
 
-    With ``network`` None the node starts on no network (a warm pool node). On any
-    failure everything created for the node is removed and NodeStartError is raised.
+    With ``network`` None the node starts on no network (a warm pool node). ``name`` is
+    the container's engine name (see :func:`container_name`; suffixed when taken), by
+    default ``pwd-<instance>-<role>-<random>``. On any failure everything created for
+    the node is removed and NodeStartError is raised.
     """
     image = image or settings.PWD_NODE_IMAGE
     node_labels = labels(role, session_id, node_name if session_id else None)
+    disk_id = secrets.token_hex(6) if settings.PWD_NODE_DISK else ""
+    if disk_id:
+        node_labels[LABEL_DISK] = disk_id
+    # The inner engine's data on an anonymous, labelled volume that goes with the node
+    # (on the node's own disk, when it has one: the entrypoint moves it there).
+    mounts = [Mount("/var/lib/docker", None, type="volume", labels=node_labels)]
     api = client().api
-    host_config = profile().host_config(
-        init=True,
-        network_mode=network or "none",
-        # The inner engine's data on an anonymous, labelled volume that goes with the node.
-        mounts=[Mount("/var/lib/docker", None, type="volume", labels=node_labels)],
-        **node_limits(),
-    )
     networking_config = None
     if network:
         networking_config = api.create_networking_config(
@@ -539,8 +706,15 @@ def create_node(
         )
     container_id = ""
     try:
-        container_id = api.create_container(
+        if disk_id:
+            source = disks.create(disk_id, settings.PWD_NODE_DISK, *profile().root_ids)
+            mounts.append(Mount(NODE_DISK_PATH, str(source), type="bind"))
+        host_config = profile().host_config(
+            init=True, network_mode=network or "none", mounts=mounts, **node_limits()
+        )
+        container_id = _create_container(
             image,
+            name or _random_name(role),
             detach=True,
             tty=True,
             stdin_open=True,
@@ -549,10 +723,14 @@ def create_node(
             environment=_node_environment(node_name, role),
             host_config=host_config,
             networking_config=networking_config,
-        )["Id"]
+        )
         api.start(container_id)
+        if profile().name == "userns":
+            hand_over_cgroups(container_id)
         if wait:
             wait_for_inner_docker(container_id, settings.PWD_NODE_START_TIMEOUT)
+        if network:
+            guard_gateway()
         ip, networks = _container_ip(api.inspect_container(container_id), network)
         return NodeHandle(container_id, ip, networks)
     except ImageNotFound as exc:
@@ -567,6 +745,24 @@ def create_node(
     except DockerException as exc:
         _cleanup_failed(container_id)
         raise EngineUnavailable(f"the Docker engine does not answer: {exc}") from exc
+    except disks.DiskError as exc:
+        _cleanup_failed(container_id)
+        raise NodeStartError(str(exc)) from exc
+    finally:
+        if disk_id and not container_id:
+            disks.remove(disk_id)
+
+
+def hand_over_cgroups(container_id: str) -> None:
+    """Let a user-namespaced node's inner engine make cgroups under its own (see
+    :mod:`sessions_app.cgroups`). Raises NodeStartError when that cannot be done here."""
+    pid = client().api.inspect_container(container_id)["State"].get("Pid") or 0
+    if not pid:
+        raise NodeStartError("the node stopped as it started")
+    try:
+        cgroups.delegate(pid)
+    except cgroups.DelegationError as exc:
+        raise NodeStartError(f"could not give the node its cgroups: {exc}") from exc
 
 
 def node_limits() -> dict[str, Any]:
@@ -583,8 +779,6 @@ def node_limits() -> dict[str, Any]:
             "config": {"max-size": str(settings.PWD_NODE_LOG_SIZE), "max-file": "1"},
         },
     }
-    if settings.PWD_NODE_DISK:
-        limits["storage_opt"] = {"size": settings.PWD_NODE_DISK}
     return limits
 
 
@@ -617,7 +811,7 @@ def exec_in_node(
         'set -o pipefail; timeout -k 2 "$0" "$@" 2>&1 | head -c "$PWD_EXEC_CAP"; '
         "exit ${PIPESTATUS[0]}"
     )
-    argv = ["bash", "-c", script, str(max(1, math.ceil(timeout))), *command]
+    argv = [*IN_NODE_ROOT, "bash", "-c", script, str(max(1, math.ceil(timeout))), *command]
     api = exec_client().api
     started = time.monotonic()
     try:
@@ -712,7 +906,70 @@ def connect_node(container_id: str, network: str, alias: str) -> str:
         raise EngineError("the node is gone") from exc
     except APIError as exc:
         raise EngineError(f"could not attach the node: {exc.explanation or exc}") from exc
+    guard_gateway()
     return _container_ip(attrs, network)[0]
+
+
+# --- container names --------------------------------------------------------------------
+
+# Characters an engine name may not hold (it must match [a-zA-Z0-9][a-zA-Z0-9_.-]*).
+_NAME_UNSAFE = re.compile(r"[^a-zA-Z0-9_.-]")
+# Names tried for one container: the wanted one first, the others with a random suffix.
+NAME_TRIES = 4
+
+
+def container_name(*parts: str) -> str:
+    """A readable engine name, ``pwd-<PWD_INSTANCE>-<parts...>``, for ``docker ps``.
+
+    Only operators read names: reconciliation goes by labels and ids, never by a name.
+    Characters the engine refuses become ``-``.
+    """
+    return _NAME_UNSAFE.sub("-", "-".join(("pwd", settings.PWD_INSTANCE, *parts)))
+
+
+def _random_name(role: str) -> str:
+    return container_name(role, secrets.token_hex(4))
+
+
+def _under_free_name(name: str, attempt: Callable[[str], T]) -> T:
+    """``attempt(name)``; while the engine answers that another container holds the name,
+    again with a random suffix. A container of the same name may still be going (a node
+    removed and added again at once), and two sessions may share a short id: a suffixed
+    name beats a failed start."""
+    names = [name] + [f"{name}-{secrets.token_hex(2)}" for _ in range(NAME_TRIES - 1)]
+    for candidate in names[:-1]:
+        try:
+            return attempt(candidate)
+        except APIError as exc:
+            if not (exc.status_code == 409 and "already in use" in str(exc.explanation)):
+                raise
+            log.info("container name %s is taken; trying another", candidate)
+    return attempt(names[-1])
+
+
+def _create_container(image: str, name: str, **options: Any) -> str:
+    """Create a container called ``name`` (or a suffixed name); returns its id."""
+    api = client().api
+    return _under_free_name(name, lambda n: api.create_container(image, name=n, **options)["Id"])
+
+
+def rename_container(container_id: str, name: str) -> str:
+    """Give a container the engine name ``name`` (or a suffixed name, see
+    :func:`_under_free_name`); returns the name given. Instant, and nothing inside the
+    container notices. Rename before connecting to an overlay network: a renamed
+    container's endpoint clashes with its old one in the swarm's table (seen on 20.10).
+    Raises EngineError when the container is gone or the engine refuses."""
+
+    def rename(candidate: str) -> str:
+        client().api.rename(container_id, candidate)
+        return candidate
+
+    try:
+        return _under_free_name(name, rename)
+    except NotFound as exc:
+        raise EngineError("the node is gone") from exc
+    except APIError as exc:
+        raise EngineError(f"could not rename the node: {exc.explanation or exc}") from exc
 
 
 # --- reconciliation ---------------------------------------------------------------------
@@ -797,3 +1054,58 @@ def describe(container_id: str) -> str:
 
 def shell_quote(argv: list[str]) -> str:
     return " ".join(shlex.quote(arg) for arg in argv)
+
+
+# --- the nodes' ports on docker_gwbridge (bound to their addresses by antispoof) ---------
+
+GATEWAY_BRIDGE = "docker_gwbridge"
+
+
+@dataclass(frozen=True)
+class GatewayEndpoint:
+    """A container's endpoint on docker_gwbridge, the bridge that overlay networks leave
+    the host by and that every session shares."""
+
+    container_id: str
+    endpoint_id: str
+    ipv4: str
+    mac: str
+
+
+def gateway_endpoints() -> list[GatewayEndpoint]:
+    """Every container's endpoint on docker_gwbridge, as the engine records it (docker's
+    ingress sandbox included); empty when there is no such bridge yet."""
+    try:
+        attrs = client().api.inspect_network(GATEWAY_BRIDGE)
+    except NotFound:
+        return []
+    except DockerException as exc:
+        raise EngineUnavailable(f"the Docker engine does not answer: {exc}") from exc
+    return [
+        GatewayEndpoint(
+            container_id,
+            entry.get("EndpointID") or "",
+            (entry.get("IPv4Address") or "").split("/")[0],
+            (entry.get("MacAddress") or "").lower(),
+        )
+        for container_id, entry in (attrs.get("Containers") or {}).items()
+    ]
+
+
+def container_pid(container_id: str) -> int:
+    """The host pid of a container's first process; 0 when it is not running or gone."""
+    try:
+        return int(client().api.inspect_container(container_id)["State"].get("Pid") or 0)
+    except NotFound:
+        return 0
+    except DockerException as exc:
+        raise EngineUnavailable(f"the Docker engine does not answer: {exc}") from exc
+
+
+def guard_gateway() -> None:
+    """Bind every container's port on docker_gwbridge to its own MAC and IPv4, so that a
+    node cannot answer for another (:mod:`sessions_app.antispoof`). Never raises: where
+    that cannot be done it is logged, and the nodes work unguarded."""
+    from sessions_app import antispoof  # host plumbing, needed only once a node joins
+
+    antispoof.guard(gateway_endpoints, container_pid)

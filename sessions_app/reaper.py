@@ -5,8 +5,9 @@ One pass (:meth:`Reaper.run_once`):
 1. warn the viewers of sessions about to expire (``session.expiring``, once);
 2. end expired sessions (``session.ended``);
 3. remove what ended sessions left on the engine, then mark them cleaned;
-4. reconcile: remove labelled objects the database does not account for, and mark
-   nodes the engine has lost as gone (``node.gone``).
+4. reconcile: remove labelled objects the database does not account for (and node
+   disks no container claims), and mark nodes the engine has lost as gone
+   (``node.gone``).
 
 Several reapers may run at once: every state change is a conditional UPDATE that only
 one of them wins (and only the winner announces it), and removal is idempotent. An
@@ -51,6 +52,7 @@ class PassReport:
     removed_containers: list[str] = field(default_factory=list)
     removed_networks: list[str] = field(default_factory=list)
     removed_volumes: list[str] = field(default_factory=list)
+    removed_disks: list[str] = field(default_factory=list)
     gone_nodes: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -187,6 +189,9 @@ class Reaper:
                 continue
             if _attempt(report, provisioning.remove_volume, volume["Name"]):
                 report.removed_volumes.append(volume["Name"])
+
+        # Node disks no container claims (of any instance: they share the folder).
+        report.removed_disks.extend(provisioning.remove_unused_disks())
 
     def _orphan_reason(
         self,
