@@ -16,10 +16,10 @@ Two halves share the ``PoolNode`` table:
   is prepared, and only while the pool has a node to spare.
 
 Ownership of a ``pwd.role=pool`` container (labels never change after creation): its
-``PoolNode`` row stays, claimed, for as long as a ``Node`` row names the container, so
-a reaper that keeps pool containers with a row never removes a taken node. Once no
-``Node`` row names it (the node or its session was removed) and the claim is older
-than CLAIM_GRACE, the keeper removes the container, if still there, and the row. A
+``PoolNode`` row stays, claimed, for as long as a ``Node`` row of an active session
+names the container, so a reaper that keeps pool containers with a row never removes a
+taken node. Once none does (the node was removed, its session ended) and the claim is
+older than CLAIM_GRACE, the keeper removes the container, if still there, and the row. A
 prepared node's row names its session instead; it goes with the session (the
 container is on the session network, the row is dropped when the session is cleaned,
 and the keeper removes what an ended session's preparation left).
@@ -134,6 +134,12 @@ async def take(
         return None
     container_id = row.container_id
     try:
+        # Named for its session before it joins the network (see rename_container).
+        await provisioning.run(
+            provisioning.rename_container,
+            container_id,
+            provisioning.container_name(session.short_id, node_name),
+        )
         ip = await provisioning.run(
             provisioning.connect_node, container_id, session.network_name, node_name
         )
@@ -320,6 +326,9 @@ def attach_ahead(row: PoolNode, session: Session) -> bool:
     container_id, name = row.container_id, row.node_name
     done = 0
     try:
+        provisioning.rename_container(
+            container_id, provisioning.container_name(session.short_id, name)
+        )
         ip = provisioning.connect_node(container_id, session.network_name, name)
         # This also starts the held-back login shell, under its final name: a prepared
         # node is only ever handed out as ``name``, so the first prompt stays right.
@@ -421,9 +430,14 @@ class Keeper:
         return sum(bool(future.result()) for future in futures)
 
     def _start_one(self) -> bool:
+        hostname = placeholder_name()
         try:
             handle = provisioning.create_node(
-                None, placeholder_name(), None, role=provisioning.ROLE_POOL
+                None,
+                hostname,
+                None,
+                role=provisioning.ROLE_POOL,
+                name=provisioning.container_name(hostname),
             )
         except provisioning.EngineError as exc:
             log.warning("could not start a pool node: %s", exc)
@@ -454,10 +468,12 @@ class Keeper:
             if (c.get("Labels") or {}).get(provisioning.LABEL_ROLE) == provisioning.ROLE_POOL
         }
         known = {row.container_id for row in rows}
+        # Only a node of an active session keeps its container: the node rows of an ended
+        # session outlive a clean-up that was cut short (a reaper that died mid-way).
         owned_by_nodes = set(
-            Node.objects.filter(container_id__in=[*containers, *known]).values_list(
-                "container_id", flat=True
-            )
+            Node.objects.filter(
+                container_id__in=[*containers, *known], session__in=Session.objects.active(now)
+            ).values_list("container_id", flat=True)
         )
         active = set()
         if any(row.session_id for row in rows):

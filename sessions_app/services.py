@@ -116,7 +116,12 @@ async def acquire_node(session: Session, name: str, image: str) -> NodeHandle:
     if handle is not None:
         return handle
     return await provisioning.run(
-        provisioning.create_node, session.id, name, session.network_name, image
+        provisioning.create_node,
+        session.id,
+        name,
+        session.network_name,
+        image,
+        name=provisioning.container_name(session.short_id, name),
     )
 
 
