@@ -10,10 +10,10 @@ export PYTHONPATH := $(CURDIR)
 	clean-machine
 
 prereqs:
-	@scripts/prereqs.sh python npm docker swarm node-image
+	@scripts/prereqs.sh python npm docker swarm node-image firewall
 
 test-prereqs:
-	@scripts/prereqs.sh python npm docker swarm node-image redis chromium
+	@scripts/prereqs.sh python npm docker swarm node-image firewall redis chromium
 
 migrate: prereqs
 	@$(PY) manage.py migrate --noinput -v 0

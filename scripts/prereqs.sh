@@ -2,7 +2,8 @@
 # Make sure what pwd needs is installed and running. Each step says what it does and
 # skips what is already done, so re-running on a ready machine costs a few seconds.
 #
-#   scripts/prereqs.sh STEP...   steps: python npm docker swarm node-image redis chromium
+#   scripts/prereqs.sh STEP...   steps: python npm docker swarm node-image firewall redis
+#                                chromium
 #
 # On a root Debian/Ubuntu machine missing packages are installed with apt-get; elsewhere
 # a missing prerequisite stops with a message saying what to do. With CI=true a missing
@@ -150,6 +151,23 @@ step_node_image() {
     bash node-image/build.sh
 }
 
+# The host firewall (scripts/firewall.sh) and nft, which the app's MAC/IP anti-spoofing on
+# docker_gwbridge needs (sessions_app/antispoof.py). PORT is the app's port. Needs root.
+step_firewall() {
+    if [ "$(id -u)" != 0 ]; then
+        [ "${CI:-}" != true ] || die "the host firewall needs root (scripts/firewall.sh)"
+        printf '\033[33mwarning:\033[0m %s\n' \
+            "not root: the host firewall is NOT applied, so nodes can reach this host's VXLAN" \
+            "(other sessions' overlays), swarm and app ports. Run: sudo PORT=${PORT:-8000}" \
+            "scripts/firewall.sh (docs/security.md)." >&2
+        return
+    fi
+    command -v iptables >/dev/null 2>&1 || apt_install iptables
+    command -v nft >/dev/null 2>&1 || apt_install nftables
+    say "applying the host firewall (scripts/firewall.sh, app port ${PORT:-8000})"
+    PWD_FW_APP_PORT=${PORT:-8000} bash scripts/firewall.sh
+}
+
 redis_answers() {
     local port=${PWD_TEST_REDIS_PORT:-6379}
     command -v redis-cli >/dev/null 2>&1 && timeout 5 redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null | grep -q PONG
@@ -177,7 +195,7 @@ step_chromium() {
     apt_install chromium chromium-driver fonts-dejavu-core
 }
 
-[ $# -gt 0 ] || die "usage: $0 STEP... (python npm docker swarm node-image redis chromium)"
+[ $# -gt 0 ] || die "usage: $0 STEP... (python npm docker swarm node-image firewall redis chromium)"
 for step in "$@"; do
     case "$step" in
         python) step_python ;;
@@ -185,6 +203,7 @@ for step in "$@"; do
         docker) step_docker ;;
         swarm) step_swarm ;;
         node-image) step_node_image ;;
+        firewall) step_firewall ;;
         redis) step_redis ;;
         chromium) step_chromium ;;
         *) die "unknown step: $step" ;;

@@ -9,6 +9,20 @@ cd "$root"
 export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
 py="$root/.venv/bin/python"
 
+# Nodes may not open anything on this host (its VXLAN carries every session's overlay) nor
+# answer for one another on docker_gwbridge; both need root (docs/security.md).
+export PWD_FW_APP_PORT="$port"
+if ! bash scripts/firewall.sh --check >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    printf '\033[1m==> applying the host firewall (app port %s)\033[0m\n' "$port"
+    bash scripts/firewall.sh || true
+fi
+if ! bash scripts/firewall.sh --check >/dev/null 2>&1; then
+    printf '\033[31mwarning: the host firewall is NOT applied:\033[0m %s\n' \
+        "nodes can reach this host's VXLAN (other sessions' overlays), swarm and app ports." \
+        "Run: sudo PORT=$port scripts/firewall.sh; see what is missing: sudo scripts/firewall.sh --check" >&2
+fi
+[ "$(id -u)" != 0 ] || "$py" -m sessions_app.antispoof || true
+
 pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT INT TERM
