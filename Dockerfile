@@ -8,7 +8,7 @@ ENV DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8 PYTHONUNBUFFERED=1 PYTHONPATH=/a
     PATH=/opt/venv/bin:$PATH
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 python3-venv npm ca-certificates \
-      e2fsprogs \
+      e2fsprogs nftables \
  && apt-get clean && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app

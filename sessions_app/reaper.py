@@ -192,6 +192,8 @@ class Reaper:
 
         # Node disks no container claims (of any instance: they share the folder).
         report.removed_disks.extend(provisioning.remove_unused_disks())
+        # Ports of nodes gone since the last join leave the anti-spoofing table.
+        provisioning.guard_gateway()
 
     def _orphan_reason(
         self,
