@@ -22,6 +22,7 @@ COPY manage.py ./
 COPY pwd_site pwd_site
 COPY sessions_app sessions_app
 COPY terminals terminals
+COPY front front
 COPY templates templates
 COPY static static
 RUN python manage.py collectstatic --noinput -v 0

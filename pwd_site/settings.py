@@ -47,6 +47,7 @@ INSTALLED_APPS = [
     "channels",
     "sessions_app",
     "terminals",
+    "front",
 ]
 
 MIDDLEWARE = [

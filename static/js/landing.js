@@ -1,34 +1,28 @@
 // The landing page: "Start" creates a session and opens its page.
+import { createSession } from "./api.js";
+
 const button = document.getElementById("start");
 const status = document.getElementById("start-status");
+
+// How long to wait, as the at-capacity page words it (front/wording.py: wait).
+const wait = (seconds) => (seconds <= 90 ? "a minute" : `${Math.round(seconds / 60)} minutes`);
 
 async function start() {
   button.disabled = true;
   status.className = "status";
   status.textContent = "Creating your session…";
   try {
-    const response = await fetch("/api/sessions/", {
-      method: "POST",
-      headers: { "Content-Type": "application/json", Accept: "application/json" },
-      body: "{}",
-    });
-    const body = await response.json().catch(() => ({}));
-    if (response.status === 429) {
-      // At capacity or too many sessions from this address: say so, and when to retry.
-      const seconds = Number(response.headers.get("Retry-After")) || 60;
-      const wait = seconds <= 90 ? "a minute" : `${Math.round(seconds / 60)} minutes`;
-      const why = body.error?.message || "pwd is at capacity right now.";
-      const error = new Error(`${why} Try again in ${wait}.`);
-      error.busy = true;
-      throw error;
-    }
-    if (!response.ok) {
-      throw new Error(body.error?.message || `the server answered ${response.status}`);
-    }
-    window.location.assign(body.url || `/p/${body.id}/`);
+    const session = await createSession();
+    window.location.assign(session.url || `/p/${session.id}/`);
   } catch (error) {
     status.className = "status error";
-    status.textContent = error.busy ? error.message : `Could not start a session: ${error.message}`;
+    if (error.status === 429) {
+      // At capacity or too many sessions from this address: say so, and when to retry.
+      const why = error.code ? error.message : "pwd is at capacity right now.";
+      status.textContent = `${why} Try again in ${wait(error.retryAfter || 60)}.`;
+    } else {
+      status.textContent = `Could not start a session: ${error.message}`;
+    }
     button.disabled = false;
     button.focus();
   }

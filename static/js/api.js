@@ -1,0 +1,58 @@
+// How the pages talk to the server: JSON calls to /api/, websocket addresses, the
+// closing codes of docs/protocol.md and the reconnect backoff.
+
+// Websocket closing codes: after NOT_FOUND or GONE a client does not reconnect.
+export const CLOSE = Object.freeze({ NORMAL: 1000, NOT_FOUND: 4404, GONE: 4410 });
+
+// An answer other than 2xx: `status` is the HTTP status, `code` the error code of the
+// JSON body ({"error": {"code", "message"}}), `retryAfter` the Retry-After seconds.
+export class ApiError extends Error {
+  constructor(message, { status, code, retryAfter }) {
+    super(message);
+    this.status = status;
+    this.code = code;
+    this.retryAfter = retryAfter;
+  }
+}
+
+// Resolves to the JSON answer (null for 204); rejects with an ApiError.
+export async function call(method, path, body) {
+  const response = await fetch(path, {
+    method,
+    headers: { Accept: "application/json", "Content-Type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  if (response.status === 204) return null;
+  const payload = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    throw new ApiError(payload.error?.message || `the server answered ${response.status}`, {
+      status: response.status,
+      code: payload.error?.code,
+      retryAfter: Number(response.headers.get("Retry-After")) || undefined,
+    });
+  }
+  return payload;
+}
+
+export const createSession = () => call("POST", "/api/sessions/", {});
+
+// The calls on one session and the addresses of its websockets.
+export function sessionApi(sessionId) {
+  const base = `/api/sessions/${encodeURIComponent(sessionId)}`;
+  const node = (name) => `${base}/nodes/${encodeURIComponent(name)}/`;
+  const ws = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws/sessions/${encodeURIComponent(sessionId)}`;
+  return {
+    get: () => call("GET", `${base}/`),
+    end: () => call("DELETE", `${base}/`),
+    addNode: () => call("POST", `${base}/nodes/`, {}),
+    removeNode: (name) => call("DELETE", node(name)),
+    eventsUrl: `${ws}/events/`,
+    terminalUrl: (name) => `${ws}/nodes/${encodeURIComponent(name)}/terminal/`,
+  };
+}
+
+// Milliseconds before reconnect attempt number `attempt` (from 0): 0.5 s doubling up
+// to 10 s, with jitter, so a restarting server is not hammered by every page at once.
+export function backoff(attempt) {
+  return Math.min(10000, 500 * 2 ** attempt) * (0.75 + Math.random() / 2);
+}
