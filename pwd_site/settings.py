@@ -45,6 +45,8 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.staticfiles",
     "channels",
+    # The API; its static files are the interactive docs' (/api/docs/).
+    "ninja",
     "sessions_app",
     "terminals",
     "front",

@@ -1,19 +1,22 @@
-"""Plumbing for the JSON API views: the ``api_view`` decorator and body parsing.
+"""The API's plumbing: the django-ninja instance, JSON body parsing and the JSON errors.
 
-Views are plain ``async def`` functions (no Django REST framework): under ASGI a sync
-view runs on a thread shared with other requests, so a slow node start or a 30 s exec
-would hold up everyone; async views wait on the engine thread pool instead.
+Operations are ``async def`` (sessions_app/views.py): ninja awaits them on the event
+loop, so a slow node start or a 30 s exec waits on the engine's pool and holds no
+request thread. The OpenAPI document (/api/schema/) is made from the operations and
+their schemas, and the interactive docs (/api/docs/) load ninja's own static files.
 """
 
 import functools
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
-from django.core.exceptions import RequestDataTooBig
-from django.http import HttpRequest, HttpResponse
-from django.views.decorators.csrf import csrf_exempt
+from django.conf import settings
+from django.http import Http404, HttpRequest, HttpResponse
+from ninja import NinjaAPI, Swagger
+from ninja.errors import HttpError, ValidationError
+from ninja.parser import Parser
 
 from sessions_app import provisioning
 from sessions_app.errors import ApiError, BadRequest, PayloadTooLarge, error_response
@@ -23,77 +26,129 @@ log = logging.getLogger(__name__)
 # The API takes small JSON documents only; the largest is an exec command line.
 MAX_BODY_BYTES = 64 * 1024
 
-AsyncView = Callable[..., Awaitable[HttpResponse]]
+DESCRIPTION = (
+    "Sessions of Docker-in-Docker nodes on a private overlay network. The session id is "
+    "the credential: whoever knows it may use the session. Every call on a session counts "
+    'as activity on it. Errors are always JSON `{"error": {"code", "message"}}`; '
+    "docs/api.md tells the codes."
+)
 
 
-def api_view(*methods: str) -> Callable[[AsyncView], AsyncView]:
-    """Make an async view a JSON API endpoint answering ``methods``.
+class JsonObjectParser(Parser):
+    """Bodies are JSON objects of at most MAX_BODY_BYTES; a blank body is ``{}``."""
 
-    CSRF-exempt (clients send JSON, not cookies; the Origin check in
-    :mod:`sessions_app.middleware` keeps foreign pages out), 405 for other methods, and
-    every failure as a JSON error: ApiError with its status, an engine that does not
-    answer 503, any other engine failure 502, anything unexpected 500.
-    """
-    allowed = set(methods) | ({"HEAD"} if "GET" in methods else set())
-
-    def decorate(view: AsyncView) -> AsyncView:
-        @csrf_exempt
-        @functools.wraps(view)
-        async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-            if request.method not in allowed:
-                response = error_response(
-                    405,
-                    "method_not_allowed",
-                    f"{request.method} is not allowed here; use {' or '.join(methods)}.",
-                )
-                response["Allow"] = ", ".join(sorted(allowed))
-                return response
-            try:
-                return await view(request, *args, **kwargs)
-            except ApiError as exc:
-                return exc.response()
-            except provisioning.EngineUnavailable as exc:
-                response = error_response(503, "engine_unavailable", _sentence(exc))
-                response["Retry-After"] = "5"
-                return response
-            except provisioning.NodeStartError as exc:
-                return error_response(502, "node_start_failed", _sentence(exc))
-            except provisioning.EngineError as exc:
-                return error_response(502, "engine_error", _sentence(exc))
-            except Exception:
-                log.exception("unexpected error in %s %s", request.method, view.__name__)
-                return error_response(500, "internal_error", "Something went wrong on our side.")
-
-        wrapper.api_methods = tuple(methods)  # type: ignore[attr-defined]
-        return wrapper
-
-    return decorate
+    def parse_body(self, request: HttpRequest) -> dict[str, Any]:
+        body = request.body
+        if len(body) > MAX_BODY_BYTES:
+            raise PayloadTooLarge(f"The body is larger than {MAX_BODY_BYTES} bytes.")
+        if not body.strip():
+            return {}
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise BadRequest("The body is not valid JSON.", "invalid_json") from None
+        except RecursionError:
+            raise BadRequest("The body is JSON nested too deeply.", "invalid_json") from None
+        if not isinstance(data, dict):
+            raise BadRequest("The body must be a JSON object.", "invalid_request")
+        return data
 
 
-def _sentence(exc: Exception) -> str:
+def _on_the_loop(view: Callable[..., HttpResponse]) -> Callable[..., Any]:
+    """The schema and docs views as async views: they only render (no database, no
+    I/O), so a thread for each would cost more than the work."""
+
+    @functools.wraps(view)
+    async def serve(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        return view(request, *args, **kwargs)
+
+    return serve
+
+
+class Api(NinjaAPI):
+    """Makes the OpenAPI document once (it takes tens of milliseconds) for each list of
+    allowed images, so serving it does not hold up the event loop."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._documents: dict[tuple[Any, ...], Any] = {}
+
+    def get_openapi_schema(
+        self, *, path_prefix: str | None = None, path_params: dict[str, Any] | None = None
+    ) -> Any:
+        key = (path_prefix, tuple(sorted((path_params or {}).items())), *settings.PWD_NODE_IMAGES)
+        if key not in self._documents:
+            self._documents[key] = super().get_openapi_schema(
+                path_prefix=path_prefix, path_params=path_params
+            )
+        return self._documents[key]
+
+
+api = Api(
+    title="pwd API",
+    version="1",
+    description=DESCRIPTION,
+    urls_namespace="api",
+    openapi_url="/schema/",
+    docs_url="/docs/",
+    docs=Swagger(settings={"tryItOutEnabled": False}),
+    docs_decorator=_on_the_loop,
+    parser=JsonObjectParser(),
+)
+
+
+@api.exception_handler(ApiError)
+def _api_error(request: HttpRequest, exc: ApiError) -> HttpResponse:
+    return exc.response()
+
+
+@api.exception_handler(HttpError)
+def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    # ninja wraps whatever the parser raises in HttpError(400); ours says more.
+    if isinstance(exc.__cause__, ApiError):
+        return exc.__cause__.response()
+    return error_response(exc.status_code, None, _sentence(exc))
+
+
+@api.exception_handler(ValidationError)
+def _invalid(request: HttpRequest, exc: ValidationError) -> HttpResponse:
+    """A body that does not fit its schema: 400 invalid_request, never ninja's 422."""
+    first = exc.errors[0] if exc.errors else {}
+    # loc is ("body", <parameter>, <field>...); the field is what a client knows.
+    field = ".".join(str(part) for part in first.get("loc", ())[2:])
+    text = first.get("msg", "the body does not fit the schema")
+    message = f"{field}: {text}." if field else _sentence(f"The body does not fit: {text}")
+    return error_response(400, "invalid_request", message)
+
+
+@api.exception_handler(Http404)
+def _not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
+    return error_response(404)
+
+
+@api.exception_handler(provisioning.EngineUnavailable)
+def _engine_unavailable(request: HttpRequest, exc: Exception) -> HttpResponse:
+    response = error_response(503, "engine_unavailable", _sentence(exc))
+    response["Retry-After"] = "5"
+    return response
+
+
+@api.exception_handler(provisioning.NodeStartError)
+def _node_start_failed(request: HttpRequest, exc: Exception) -> HttpResponse:
+    return error_response(502, "node_start_failed", _sentence(exc))
+
+
+@api.exception_handler(provisioning.EngineError)
+def _engine_error(request: HttpRequest, exc: Exception) -> HttpResponse:
+    return error_response(502, "engine_error", _sentence(exc))
+
+
+@api.exception_handler(Exception)
+def _unexpected(request: HttpRequest, exc: Exception) -> HttpResponse:
+    log.error("unexpected error in %s %s", request.method, request.path, exc_info=exc)
+    return error_response(500, "internal_error", "Something went wrong on our side.")
+
+
+def _sentence(exc: Exception | str) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text[0].upper() + text[1:] + ("" if text.endswith(".") else ".")
-
-
-def json_body(request: HttpRequest) -> dict[str, Any]:
-    """The request's JSON object; ``{}`` for an empty body. Raises 400 or 413 ApiErrors."""
-    declared = request.headers.get("Content-Length") or "0"
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise PayloadTooLarge(f"The body is larger than {MAX_BODY_BYTES} bytes.")
-    try:
-        body = request.body
-    except RequestDataTooBig:
-        raise PayloadTooLarge(f"The body is larger than {MAX_BODY_BYTES} bytes.") from None
-    if len(body) > MAX_BODY_BYTES:
-        raise PayloadTooLarge(f"The body is larger than {MAX_BODY_BYTES} bytes.")
-    if not body.strip():
-        return {}
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequest("The body is not valid JSON.", "invalid_json") from None
-    except RecursionError:
-        raise BadRequest("The body is JSON nested too deeply.", "invalid_json") from None
-    if not isinstance(data, dict):
-        raise BadRequest("The body must be a JSON object.", "invalid_request")
-    return data

@@ -68,7 +68,7 @@ class ApiMiddleware:
             return error_response(
                 403, "origin_not_allowed", f"Requests from {origin} are not allowed here."
             )
-        response = _as_json_error(await self.get_response(request))
+        response = _as_json_error(request, await self.get_response(request))
         if listed:
             response["Access-Control-Allow-Origin"] = origin
         response["Vary"] = ", ".join(filter(None, [response.get("Vary"), "Origin"]))
@@ -91,13 +91,22 @@ class ApiMiddleware:
         return response
 
 
-def _as_json_error(response: HttpResponse) -> HttpResponse:
-    """Django's HTML error responses (404 for an unknown URL, 500...) as JSON errors."""
+def _as_json_error(request: HttpRequest, response: HttpResponse) -> HttpResponse:
+    """Django's HTML error responses (404 for an unknown URL, 500, ninja's 405...) as
+    JSON errors."""
     if response.status_code < 400 or response.get("Content-Type", "").startswith(
         "application/json"
     ):
         return response
-    replacement = error_response(response.status_code)
+    if response.status_code == 405 and "Allow" in response:
+        allowed = sorted(m.strip() for m in response["Allow"].split(","))
+        response["Allow"] = ", ".join(allowed)
+        uses = " or ".join(m for m in allowed if m != "HEAD")
+        replacement = error_response(
+            405, "method_not_allowed", f"{request.method} is not allowed here; use {uses}."
+        )
+    else:
+        replacement = error_response(response.status_code)
     for header in ("Allow", "Retry-After"):
         if header in response:
             replacement[header] = response[header]

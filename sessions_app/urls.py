@@ -1,17 +1,11 @@
 from django.urls import path
 
 from sessions_app import views
+from sessions_app.api import api
 
-# Every route here must appear in openapi.yaml (tests/test_api_schema.py checks).
+api.add_router("", views.router)
+
+# /api/schema/ (the OpenAPI document), /api/docs/ and every operation of views.router.
 urlpatterns = [
-    path("api/schema/", views.schema, name="api-schema"),
-    path("api/sessions/", views.sessions, name="api-sessions"),
-    path("api/sessions/<str:session_id>/", views.session_detail, name="api-session"),
-    path("api/sessions/<str:session_id>/nodes/", views.nodes, name="api-nodes"),
-    path("api/sessions/<str:session_id>/nodes/<str:name>/", views.node_detail, name="api-node"),
-    path(
-        "api/sessions/<str:session_id>/nodes/<str:name>/exec/",
-        views.node_exec,
-        name="api-node-exec",
-    ),
+    path("api/", api.urls),
 ]

@@ -1,98 +1,135 @@
-"""The JSON API (documented in docs/api.md and the OpenAPI document at /api/schema/).
+"""The JSON API's operations (documented in docs/api.md and at /api/schema/).
 
-Each view validates, calls one function of :mod:`sessions_app.services`, and renders.
+Each validates, calls one function of :mod:`sessions_app.services`, and renders.
 Every call on a session counts as activity on it.
 """
 
-import functools
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-import yaml
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest
+from ninja import Router, Status
 
-from sessions_app import quotas, services
-from sessions_app.api import api_view, json_body
-from sessions_app.errors import BadRequest
-from sessions_app.provisioning import EXEC_MAX_TIMEOUT
+from sessions_app import quotas, schemas, services
 from sessions_app.serialize import node_data, session_data
 
-DEFAULT_EXEC_TIMEOUT = 30
+router = Router()
+
+Error = schemas.Error
+# The errors every operation on a session may answer; each operation adds its own.
+ON_SESSION = {404: Error}
+CHANGES = {403: Error, 502: Error, 503: Error}  # a foreign origin; the engine
+TAKES_BODY = {400: Error, 413: Error}
+# What an optional body left out stands for.
+NO_FIELDS = schemas.NewSession()
+DEFAULT_NODE = schemas.NewNode()
 
 
-@api_view("POST")
-async def sessions(request: HttpRequest) -> HttpResponse:
-    json_body(request)  # no fields yet, but a malformed body is still an error
+def get(path: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``router.get`` that answers HEAD too (left out of the document, as usual)."""
+
+    def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
+        router.add_api_operation(
+            path, ["HEAD"], view, response=kwargs["response"], include_in_schema=False
+        )
+        return router.get(path, **kwargs)(view)
+
+    return decorate
+
+
+@router.post(
+    "/sessions/",
+    response={201: schemas.Session, 429: Error, **TAKES_BODY, **CHANGES},
+    operation_id="createSession",
+    summary="Create a session and its overlay network",
+)
+async def sessions(request: HttpRequest, payload: schemas.NewSession = NO_FIELDS) -> Status:
     key = quotas.client_key(quotas.client_address(request))
     session = await services.create_session(key)
-    return JsonResponse(session_data(session, []), status=201)
+    return Status(201, session_data(session, []))
 
 
-@api_view("GET", "DELETE")
-async def session_detail(request: HttpRequest, session_id: str) -> HttpResponse:
+@get(
+    "/sessions/{session_id}/",
+    response={200: schemas.Session, **ON_SESSION},
+    operation_id="getSession",
+    summary="A session and its nodes",
+)
+async def session(request: HttpRequest, session_id: str) -> dict[str, Any]:
+    found = await services.active_session(session_id)
+    return session_data(found, await services.session_nodes(found))
+
+
+@router.delete(
+    "/sessions/{session_id}/",
+    response={204: None, **ON_SESSION, **CHANGES},
+    operation_id="deleteSession",
+    summary="End a session; answers once its nodes, volumes and network are removed",
+)
+async def end_session(request: HttpRequest, session_id: str) -> Status:
+    await services.end_session(await services.active_session(session_id))
+    return Status(204, None)
+
+
+@router.post(
+    "/sessions/{session_id}/nodes/",
+    response={201: schemas.Node, 409: Error, 429: Error, **ON_SESSION, **TAKES_BODY, **CHANGES},
+    operation_id="addNode",
+    summary="Add a node; answers once the node's own Docker engine answers",
+    description="400 bad_image for an image that is not one of PWD_NODE_IMAGES.",
+)
+async def add_node(
+    request: HttpRequest, session_id: str, payload: schemas.NewNode = DEFAULT_NODE
+) -> Status:
+    image = services.allowed_image(payload.image)
     session = await services.active_session(session_id)
-    if request.method == "DELETE":
-        await services.end_session(session)
-        return HttpResponse(status=204)
-    return JsonResponse(session_data(session, await services.session_nodes(session)))
+    return Status(201, node_data(await services.add_node(session, image)))
 
 
-@api_view("POST")
-async def nodes(request: HttpRequest, session_id: str) -> HttpResponse:
-    body = json_body(request)
-    image = services.allowed_image(body.get("image"))
+@get(
+    "/sessions/{session_id}/nodes/{name}/",
+    response={200: schemas.Node, **ON_SESSION},
+    operation_id="getNode",
+    summary="One node",
+)
+async def node(request: HttpRequest, session_id: str, name: str) -> dict[str, Any]:
     session = await services.active_session(session_id)
-    node = await services.add_node(session, image)
-    return JsonResponse(node_data(node), status=201)
+    return node_data(await services.get_node(session, name))
 
 
-@api_view("GET", "DELETE")
-async def node_detail(request: HttpRequest, session_id: str, name: str) -> HttpResponse:
+@router.delete(
+    "/sessions/{session_id}/nodes/{name}/",
+    response={204: None, 409: Error, **ON_SESSION, **CHANGES},
+    operation_id="deleteNode",
+    summary="Remove a node and its volume",
+)
+async def remove_node(request: HttpRequest, session_id: str, name: str) -> Status:
     session = await services.active_session(session_id)
-    if request.method == "DELETE":
-        await services.remove_node(session, name)
-        return HttpResponse(status=204)
-    return JsonResponse(node_data(await services.get_node(session, name)))
+    await services.remove_node(session, name)
+    return Status(204, None)
 
 
-@api_view("POST")
-async def node_exec(request: HttpRequest, session_id: str, name: str) -> HttpResponse:
-    command, timeout = _exec_request(json_body(request))
+@router.post(
+    "/sessions/{session_id}/nodes/{name}/exec/",
+    response={
+        200: schemas.ExecResult,
+        409: Error,
+        429: Error,
+        **ON_SESSION,
+        **TAKES_BODY,
+        **CHANGES,
+    },
+    operation_id="execInNode",
+    summary="Run a command in a node and return its output",
+)
+async def node_exec(
+    request: HttpRequest, session_id: str, name: str, payload: schemas.ExecRequest
+) -> dict[str, Any]:
     session = await services.active_session(session_id)
-    result = await services.exec_in_node(session, name, command, timeout)
-    return JsonResponse(
-        {
-            "exit_code": result.exit_code,
-            "output": result.output,
-            "truncated": result.truncated,
-            "timed_out": result.timed_out,
-        }
-    )
-
-
-def _exec_request(body: dict[str, Any]) -> tuple[list[str], float]:
-    command = body.get("command")
-    if (
-        not isinstance(command, list)
-        or not command
-        or not all(isinstance(arg, str) for arg in command)
-    ):
-        raise BadRequest("command must be a non-empty list of strings.")
-    timeout = body.get("timeout", DEFAULT_EXEC_TIMEOUT)
-    # bool is an int in Python; `true` is not a number of seconds.
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
-        raise BadRequest("timeout must be a number of seconds.")
-    if not 0 < timeout <= EXEC_MAX_TIMEOUT:
-        raise BadRequest(f"timeout must be more than 0 and at most {EXEC_MAX_TIMEOUT} seconds.")
-    return command, float(timeout)
-
-
-@functools.cache
-def openapi_document() -> dict[str, Any]:
-    """The hand-written OpenAPI 3.1 document (sessions_app/openapi.yaml)."""
-    return yaml.safe_load((Path(__file__).parent / "openapi.yaml").read_text())
-
-
-@api_view("GET")
-async def schema(request: HttpRequest) -> HttpResponse:
-    return JsonResponse(openapi_document())
+    result = await services.exec_in_node(session, name, payload.command, payload.timeout)
+    return {
+        "exit_code": result.exit_code,
+        "output": result.output,
+        "truncated": result.truncated,
+        "timed_out": result.timed_out,
+    }
