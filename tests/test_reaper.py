@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -157,6 +158,16 @@ def test_two_reapers_at_once_end_a_session_once_and_leave_nothing(engine, tmp_pa
         assert status == 404
 
 
+def _catches(pid: int, signum: int) -> bool:
+    """Whether process ``pid`` has a handler for ``signum`` (SigCgt in /proc)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    caught = next(line for line in status.splitlines() if line.startswith("SigCgt:"))
+    return bool(int(caught.split()[1], 16) & (1 << (signum - 1)))
+
+
 def test_the_command_runs_a_pass_and_stops_on_sigterm(engine, tmp_path):
     with live_server(tmp_path) as server:
         once = server.manage("reap", "--once")
@@ -168,7 +179,12 @@ def test_the_command_runs_a_pass_and_stops_on_sigterm(engine, tmp_path):
             stderr=subprocess.PIPE,
             text=True,
         )
-        time.sleep(2)
+        # Signal only once the command catches SIGTERM (its handler is installed once
+        # Django is set up, which takes a while on a busy machine).
+        for _ in range(300):
+            if _catches(process.pid, signal.SIGTERM) or process.poll() is not None:
+                break
+            time.sleep(0.1)
         process.send_signal(signal.SIGTERM)
         started = time.monotonic()
         assert process.wait(timeout=10) == 0, process.stderr.read()
