@@ -18,7 +18,7 @@ from ninja import NinjaAPI, Swagger
 from ninja.errors import HttpError, ValidationError
 from ninja.parser import Parser
 
-from sessions_app import provisioning
+from sessions_app import provisioning, views
 from sessions_app.errors import ApiError, BadRequest, PayloadTooLarge, error_response
 
 log = logging.getLogger(__name__)
@@ -95,6 +95,7 @@ api = Api(
     docs_decorator=_on_the_loop,
     parser=JsonObjectParser(),
 )
+api.add_router("", views.router)
 
 
 @api.exception_handler(ApiError)

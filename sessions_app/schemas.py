@@ -75,7 +75,10 @@ class NewNode(Schema):
 
 class ExecRequest(Schema):
     # Strict: `true` is not a number of seconds and "9" is not one either.
-    model_config = ConfigDict(strict=True)
+    model_config = ConfigDict(
+        strict=True,
+        json_schema_extra={"examples": [{"command": ["sh", "-c", "docker ps"], "timeout": 10}]},
+    )
 
     command: list[StrictStr] = Field(
         min_length=1, description='The argv to run, e.g. ["sh", "-c", "docker ps"].'

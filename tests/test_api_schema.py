@@ -82,9 +82,7 @@ async def test_an_add_lists_the_allowed_images_and_documents_bad_image(settings)
 
     add = document["paths"]["/api/sessions/{session_id}/nodes/"]["post"]
     image = document["components"]["schemas"]["NewNode"]["properties"]["image"]
-    assert {"type": "string", "enum": [settings.PWD_NODE_IMAGE, "pwd-node-extra"]} in image[
-        "anyOf"
-    ]
+    assert {"type": "string", "enum": [settings.PWD_NODE_IMAGE, "pwd-node-extra"]} in image["anyOf"]
     # null means the default image (PWD_NODE_IMAGE), as it always has.
     assert {"type": "null"} in image["anyOf"]
     assert "400" in add["responses"]
