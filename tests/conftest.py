@@ -54,6 +54,32 @@ async def sessions(engine):
     await helper.close()
 
 
+@pytest.fixture
+def keeper(engine, settings):
+    """A pool keeper of size 1; its pool containers are removed at the end."""
+    from sessions_app import pool
+
+    settings.PWD_POOL_SIZE = 1
+    keeper = pool.Keeper(size=1)
+    yield keeper
+    keeper.close()
+    for container in engine.list_objects().containers:
+        if container["Labels"].get(engine.LABEL_ROLE) == engine.ROLE_POOL:
+            engine.remove_node(container["Id"])
+
+
+@pytest.fixture
+def session(engine):
+    """A session row with its network on the engine, removed at the end."""
+    from sessions_app.models import Session
+
+    session = Session.objects.create()
+    session.network_name, session.network_id = engine.create_session_network(session.id)
+    session.save()
+    yield session
+    engine.remove_session_objects(session.id)
+
+
 def _remove_everything(provisioning) -> None:
     try:
         objects = provisioning.list_objects()

@@ -32,26 +32,6 @@ def listed(engine, **filters: str) -> set[str]:
     return {c["Id"] for c in engine.client().api.containers(all=True, filters=filters)}
 
 
-@pytest.fixture
-def keeper(engine, settings):
-    settings.PWD_POOL_SIZE = 1
-    keeper = pool.Keeper(size=1)
-    yield keeper
-    keeper.close()
-    for container in engine.list_objects().containers:
-        if container["Labels"].get(engine.LABEL_ROLE) == engine.ROLE_POOL:
-            engine.remove_node(container["Id"])
-
-
-@pytest.fixture
-def session(engine):
-    session = Session.objects.create()
-    session.network_name, session.network_id = engine.create_session_network(session.id)
-    session.save()
-    yield session
-    engine.remove_session_objects(session.id)
-
-
 async def take(engine, keeper, session: Session, name: str) -> Node:
     """A node ``name`` of ``session`` taken from the pool, recorded as the web side does."""
     await sync_to_async(keeper.run_once)()

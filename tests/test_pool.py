@@ -8,7 +8,7 @@ from asgiref.sync import sync_to_async
 from django.utils import timezone
 
 from sessions_app import pool
-from sessions_app.models import Node, PoolNode, Session
+from sessions_app.models import Node, PoolNode
 
 pytestmark = [pytest.mark.docker, pytest.mark.django_db(transaction=True)]
 
@@ -25,25 +25,6 @@ def pool_containers(engine) -> dict[str, dict]:
         for c in engine.list_objects().containers
         if c["Labels"].get(engine.LABEL_ROLE) == engine.ROLE_POOL
     }
-
-
-@pytest.fixture
-def keeper(engine, settings):
-    settings.PWD_POOL_SIZE = 1
-    keeper = pool.Keeper(size=1)
-    yield keeper
-    keeper.close()
-    for container_id in pool_containers(engine):
-        engine.remove_node(container_id)
-
-
-@pytest.fixture
-def session(engine):
-    session = Session.objects.create()
-    session.network_name, session.network_id = engine.create_session_network(session.id)
-    session.save()
-    yield session
-    engine.remove_session_objects(session.id)
 
 
 def test_the_keeper_fills_the_pool_to_its_size(engine, keeper):
