@@ -56,6 +56,8 @@ class Environment:
             "PWD_SESSIONS_PER_IP": "100000/h",
             "PWD_MAX_SESSIONS": "100000",
             "PWD_MAX_TOTAL_NODES": "100000",
+            "PWD_MAX_SESSIONS_PER_CLIENT": "100000",
+            "PWD_MAX_NODES_PER_CLIENT": "100000",
         }
         os.environ.update({k: self.env[k] for k in ("DATABASE_URL", "PWD_INSTANCE")})
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "pwd_site.settings")

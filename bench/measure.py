@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import multiprocessing
 import random
 import statistics
 import subprocess
 import threading
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +22,7 @@ from bench.terminal import (
     DirectTerminal,
     Terminal,
     WebsocketTerminal,
+    discard,
     echo_latencies,
     keystroke,
     ready_shell,
@@ -311,6 +314,141 @@ async def many_terminals(
             await settle(term, 0.05, 0.2)
             await term.close()
     return ManyResult(len(nodes), len(terms), echo, errors, cpu, rss_before, rss_after, seconds)
+
+
+# --- 5b. a flood next door -------------------------------------------------------------
+
+# Output a node floods its terminal with: what docs/protocol.md names as the case.
+FLOOD_COMMAND = "cat /dev/urandom | base64\r"
+
+
+@dataclass
+class FloodResult:
+    floods: int
+    quiet_echo: list[float]
+    flood_echo: list[float]
+    quiet_healthz: list[float]
+    flood_healthz: list[float]
+    flood_mib: float  # output the flooding clients received while echo was measured
+    cpu_percent: float  # the server's, while flooded
+    # The same node's echo through a direct attach while flooded: what the machine and
+    # the engine leave, without the server.
+    direct_flood_echo: list[float]
+
+
+def _healthz(server: Server) -> float:
+    started = time.perf_counter()
+    with urllib.request.urlopen(server.base + "/healthz", timeout=30) as response:
+        response.read()
+    return time.perf_counter() - started
+
+
+async def _echo_and_healthz(
+    server: Server, term: Terminal, echoes: int
+) -> tuple[list[float], list[float]]:
+    """Echo round trips of ``term`` and, meanwhile, /healthz every 0.1 s."""
+    loop = asyncio.get_running_loop()
+    healthz: list[float] = []
+    done = asyncio.Event()
+
+    async def poll() -> None:
+        while not done.is_set():
+            healthz.append(await loop.run_in_executor(None, _healthz, server))
+            await asyncio.sleep(0.1)
+
+    poller = asyncio.create_task(poll())
+    try:
+        echo = await echo_latencies(term, echoes)
+    finally:
+        done.set()
+        await poller
+    return echo, healthz
+
+
+async def _flood(urls: list[str], flooding: Any, stop: Any, received: Any) -> None:
+    floods = [await WebsocketTerminal.open(url, acks=False) for url in urls]
+    readers: list[asyncio.Task[None]] = []
+    try:
+        for term in floods:
+            await ready_shell(term)
+            await term.send(FLOOD_COMMAND)
+        readers = [asyncio.create_task(discard(term)) for term in floods]
+        await asyncio.sleep(2)  # the floods reach their steady rate
+        flooding.set()
+        loop = asyncio.get_running_loop()
+        while not await loop.run_in_executor(None, stop.wait, 0.2):
+            received.value = sum(term.received for term in floods)
+    finally:
+        for reader in readers:
+            reader.cancel()
+        await asyncio.gather(*readers, return_exceptions=True)
+        for term in floods:
+            with contextlib.suppress(Exception):
+                await term.send("\x03")
+                await settle(term, 0.2, 5)
+                await term.close()
+
+
+def _flood_process(urls: list[str], flooding: Any, stop: Any, received: Any) -> None:
+    asyncio.run(_flood(urls, flooding, stop, received))
+
+
+async def flood_next_door(
+    server: Server,
+    flood_nodes: list[dict[str, Any]],
+    echo_node: dict[str, Any],
+    echo_container: str,
+    echoes: int,
+) -> FloodResult:
+    """Echo and /healthz of one terminal, quiet and then while every node in
+    ``flood_nodes`` floods its own terminal to a client that never acknowledges.
+
+    The flooding clients run in a process of their own: reading megabytes a second in
+    this one would slow the measuring loop, not the server.
+    """
+    assert server.daphne is not None
+    pid = server.daphne.pid
+    loop = asyncio.get_running_loop()
+    context = multiprocessing.get_context("spawn")
+    flooding, stop, received = context.Event(), context.Event(), context.Value("q", 0)
+    urls = [server.terminal_url(node) for node in flood_nodes]
+    term = await WebsocketTerminal.open(server.terminal_url(echo_node))
+    process = context.Process(target=_flood_process, args=(urls, flooding, stop, received))
+    try:
+        await ready_shell(term)
+        quiet_echo, quiet_healthz = await _echo_and_healthz(server, term, echoes)
+        process.start()
+        if not await loop.run_in_executor(None, flooding.wait, 120):
+            raise RuntimeError("the flooding terminals did not start")
+        before = received.value
+        cpu_start, wall_start = cpu_seconds(pid), time.monotonic()
+        flood_echo, flood_healthz = await _echo_and_healthz(server, term, echoes)
+        cpu = (cpu_seconds(pid) - cpu_start) / (time.monotonic() - wall_start) * 100
+        flood_mib = (received.value - before) / MIB
+        direct = await DirectTerminal.open(echo_container)
+        try:
+            await ready_shell(direct)
+            direct_echo = await echo_latencies(direct, echoes)
+        finally:
+            await direct.close()
+    finally:
+        stop.set()
+        if process.pid is not None:
+            await loop.run_in_executor(None, process.join, 60)
+            if process.is_alive():
+                process.kill()
+        with contextlib.suppress(Exception):
+            await term.close()
+    return FloodResult(
+        len(urls),
+        quiet_echo,
+        flood_echo,
+        quiet_healthz,
+        flood_healthz,
+        flood_mib,
+        cpu,
+        direct_echo,
+    )
 
 
 def start_nodes(

@@ -4,6 +4,7 @@
     .venv/bin/python bench/run.py --quick    # tiny counts, a minute or so
     .venv/bin/python bench/run.py --quick --out /tmp/b   # write both files there
     .venv/bin/python bench/run.py --only pool-add --trials 5   # one phase, printed only
+    .venv/bin/python bench/run.py --only flood --echoes 300   # echo next to 3 floods
 
 Needs the Docker engine (swarm active) and the node image, like `make run`.
 """
@@ -112,8 +113,47 @@ def _only_burst(environment: harness.Environment, args: argparse.Namespace, serv
     }, [(f"burst of {args.burst}, per trainee", m.summary(burst.per_client_s))]
 
 
+def _only_flood(environment: harness.Environment, args: argparse.Namespace, servers: list):
+    from bench import measure as m
+
+    floods = 3
+    say(f"echo and /healthz next to {floods} floods with clients that never ack, {args.echoes}x")
+    server = harness.Server(environment, pool_size=0).start()
+    servers.append(server)
+    nodes, session_ids, errors = m.start_nodes(server, floods + 1, 1)
+    if errors:
+        raise RuntimeError(f"could not add the nodes: {errors}")
+    echo_node = nodes[floods]
+    container = m.node_container_ids(session_ids)[(session_ids[floods], echo_node["name"])]
+    flood = asyncio.run(
+        m.flood_next_door(server, nodes[:floods], echo_node, container, args.echoes)
+    )
+    _end_sessions(server, session_ids)
+    ms = 1000.0
+    return {
+        "flood_terminals": flood.floods,
+        "flood_echo_quiet_p50_ms": m.percentile(flood.quiet_echo, 0.5) * ms,
+        "flood_echo_quiet_p95_ms": m.percentile(flood.quiet_echo, 0.95) * ms,
+        "flood_echo_p50_ms": m.percentile(flood.flood_echo, 0.5) * ms,
+        "flood_echo_p95_ms": m.percentile(flood.flood_echo, 0.95) * ms,
+        "flood_echo_direct_p50_ms": m.percentile(flood.direct_flood_echo, 0.5) * ms,
+        "flood_echo_direct_p95_ms": m.percentile(flood.direct_flood_echo, 0.95) * ms,
+        "flood_healthz_quiet_p50_ms": m.percentile(flood.quiet_healthz, 0.5) * ms,
+        "flood_healthz_p50_ms": m.percentile(flood.flood_healthz, 0.5) * ms,
+        "flood_healthz_p95_ms": m.percentile(flood.flood_healthz, 0.95) * ms,
+        "flood_output_mib": flood.flood_mib,
+        "flood_server_cpu_percent": flood.cpu_percent,
+    }, [
+        ("echo, quiet", m.summary(flood.quiet_echo)),
+        (f"echo, next to {floods} floods", m.summary(flood.flood_echo)),
+        (f"echo, direct attach, next to {floods} floods", m.summary(flood.direct_flood_echo)),
+        ("/healthz, quiet", m.summary(flood.quiet_healthz)),
+        (f"/healthz, next to {floods} floods", m.summary(flood.flood_healthz)),
+    ]
+
+
 # Phases that --only runs alone: each returns its numbers and its table rows.
-PHASES = {"pool-add": _only_pool_add, "burst": _only_burst}
+PHASES = {"pool-add": _only_pool_add, "burst": _only_burst, "flood": _only_flood}
 
 
 def run_only(args: argparse.Namespace) -> int:

@@ -55,24 +55,25 @@ class WebsocketTerminal:
 
     Like the page, it acknowledges the output it has processed, which lets the hub pace
     the node's output by this client instead of by its fixed rate for clients that
-    never acknowledge.
+    never acknowledge. With ``acks`` false it is such a client (a tool, an old page).
     """
 
     # The page acknowledges in steps too; one ack per 64 KiB frame is what it sends
     # under a flood.
     ACK_EVERY = 64 * 1024
 
-    def __init__(self, ws: websockets.ClientConnection) -> None:
+    def __init__(self, ws: websockets.ClientConnection, acks: bool = True) -> None:
         self.ws = ws
+        self.acks = acks
         self.received = 0
         self.acked = 0
 
     @classmethod
-    async def open(cls, url: str) -> WebsocketTerminal:
+    async def open(cls, url: str, acks: bool = True) -> WebsocketTerminal:
         ws = await websockets.connect(
             url, max_size=None, compression=None, ping_interval=None, open_timeout=60
         )
-        return cls(ws)
+        return cls(ws, acks)
 
     async def send(self, data: str) -> None:
         await self.ws.send(json.dumps({"type": "input", "data": data}))
@@ -82,6 +83,8 @@ class WebsocketTerminal:
             message = await self.ws.recv()
             if isinstance(message, bytes):
                 self.received += len(message)
+                if not self.acks:
+                    return message
                 if self.received - self.acked >= self.ACK_EVERY or len(message) < 4096:
                     self.acked = self.received
                     await self.ws.send(json.dumps({"type": "ack", "bytes": self.received}))
@@ -138,6 +141,12 @@ async def throughput(term: Terminal, mib: int) -> tuple[int, float]:
     elapsed = time.perf_counter() - started
     await settle(term)
     return total, elapsed
+
+
+async def discard(term: Terminal) -> None:
+    """Read and drop output until cancelled (a client that keeps up but never acks)."""
+    while True:
+        await term.recv()
 
 
 async def keystroke(term: Terminal, char: str, echo: bytes, limit: float = 10) -> float:

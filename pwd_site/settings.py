@@ -184,6 +184,11 @@ PWD_POOL_PREPARE = envbool("PWD_POOL_PREPARE", True)
 PWD_NODE_CAP_DROP = envlist("PWD_NODE_CAP_DROP", ["SYS_MODULE"])
 # Threads for blocking engine calls; a class starting at once must not queue on one thread.
 PWD_ENGINE_THREADS = envint("PWD_ENGINE_THREADS", 32, minimum=2)
+# The exec API has threads of its own (a command holds one for up to 10 minutes), and
+# one session runs at most PWD_EXEC_PER_SESSION at once in a web process; its further
+# execs wait for their turn, so no session's commands delay another's.
+PWD_EXEC_THREADS = envint("PWD_EXEC_THREADS", 32, minimum=1)
+PWD_EXEC_PER_SESSION = envint("PWD_EXEC_PER_SESSION", 4, minimum=1)
 
 # --- abuse controls ---------------------------------------------------------------------
 # Sessions one client address may create per period (a sliding window over the session
@@ -193,6 +198,11 @@ PWD_SESSIONS_PER_IP = envrate("PWD_SESSIONS_PER_IP", "60/h")
 # Installation-wide caps; past them new sessions or nodes get 429 with Retry-After.
 PWD_MAX_SESSIONS = envint("PWD_MAX_SESSIONS", 100, minimum=1)
 PWD_MAX_TOTAL_NODES = envint("PWD_MAX_TOTAL_NODES", 100, minimum=1)
+# Per client address, active sessions and their nodes: a class of 30 behind one NAT,
+# each trainee with a spare session and two nodes on average, fits; one address cannot
+# take the whole installation.
+PWD_MAX_SESSIONS_PER_CLIENT = envint("PWD_MAX_SESSIONS_PER_CLIENT", 40, minimum=1)
+PWD_MAX_NODES_PER_CLIENT = envint("PWD_MAX_NODES_PER_CLIENT", 60, minimum=1)
 # Addresses (or networks) of reverse proxies whose X-Forwarded-For is believed; empty:
 # the peer address is the client (daphne runs without --proxy-headers).
 PWD_TRUSTED_PROXIES = envlist("PWD_TRUSTED_PROXIES", [])

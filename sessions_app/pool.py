@@ -13,7 +13,7 @@ Two halves share the ``PoolNode`` table:
   add) attaches ahead: it claims a ready row for the session's next node name and, in
   the background, does what :func:`take` would do. An add of exactly that name then
   hands the node out with no engine work but one inspect. At most one node per session
-  is prepared, and only while the pool has a node to spare.
+  is prepared, at most PWD_POOL_SIZE in all, and only while the pool has a node to spare.
 
 Ownership of a ``pwd.role=pool`` container (labels never change after creation): its
 ``PoolNode`` row stays, claimed, for as long as a ``Node`` row of an active session
@@ -44,7 +44,7 @@ from django.db import IntegrityError, close_old_connections, transaction
 from django.db.models import Count, F
 from django.utils import timezone
 
-from sessions_app import provisioning
+from sessions_app import provisioning, quotas
 from sessions_app.models import Node, PoolNode, Session
 
 if TYPE_CHECKING:
@@ -300,13 +300,7 @@ def _claim_for_session(session_id: str, now: datetime) -> PoolNode | None:
         name = Node.free_name(taken, session.max_nodes)
         if name is None:
             return None
-        if ready.count() <= reserve:
-            return None
-        # A prepared node is a node in waiting: it stays within the installation's cap.
-        nodes = Node.objects.exclude(status=Node.Status.GONE).count()
-        if nodes + PoolNode.objects.filter(session__isnull=False).count() >= (
-            settings.PWD_MAX_TOTAL_NODES
-        ):
+        if ready.count() <= reserve or not quotas.may_prepare_node():
             return None
         try:
             return _claim(image, now, session=session, node_name=name)

@@ -233,7 +233,7 @@ class EngineObjects:
 _client_lock = threading.Lock()
 _client: docker.DockerClient | None = None
 _exec_client: docker.DockerClient | None = None
-_executor: ThreadPoolExecutor | None = None
+_pools: dict[str, ThreadPoolExecutor] = {}
 
 # The longest command the exec API runs; the exec client waits a little longer for it.
 EXEC_MAX_TIMEOUT = 600
@@ -258,7 +258,9 @@ def exec_client() -> docker.DockerClient:
     """A client for long execs: its socket timeout outlasts the longest allowed command.
 
     The shared client gives up on a read after 120 s of silence, but a command may run
-    quietly for up to EXEC_MAX_TIMEOUT; the in-node timeout is what bounds it.
+    quietly for up to EXEC_MAX_TIMEOUT; the in-node timeout is what bounds it. Its
+    connection pool holds one connection per exec thread, so none is opened and thrown
+    away per call.
     """
     global _exec_client
     if _exec_client is None:
@@ -266,7 +268,7 @@ def exec_client() -> docker.DockerClient:
             if _exec_client is None:
                 try:
                     _exec_client = docker.from_env(
-                        max_pool_size=settings.PWD_ENGINE_THREADS + 8,
+                        max_pool_size=settings.PWD_EXEC_THREADS + 8,
                         timeout=EXEC_MAX_TIMEOUT + 60,
                     )
                 except DockerException as exc:
@@ -274,15 +276,26 @@ def exec_client() -> docker.DockerClient:
     return _exec_client
 
 
-def executor() -> ThreadPoolExecutor:
-    global _executor
-    if _executor is None:
+def _pool(name: str, threads: int) -> ThreadPoolExecutor:
+    pool = _pools.get(name)
+    if pool is None:
         with _client_lock:
-            if _executor is None:
-                _executor = ThreadPoolExecutor(
-                    max_workers=settings.PWD_ENGINE_THREADS, thread_name_prefix="pwd-engine"
-                )
-    return _executor
+            pool = _pools.get(name)
+            if pool is None:
+                pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"pwd-{name}")
+                _pools[name] = pool
+    return pool
+
+
+def executor() -> ThreadPoolExecutor:
+    """The engine pool (PWD_ENGINE_THREADS): node starts, removals, networks, inspects."""
+    return _pool("engine", settings.PWD_ENGINE_THREADS)
+
+
+def exec_executor() -> ThreadPoolExecutor:
+    """The exec API's own pool (PWD_EXEC_THREADS): a command may hold its thread for up
+    to EXEC_MAX_TIMEOUT, and those must never keep an add or a session's end waiting."""
+    return _pool("exec", settings.PWD_EXEC_THREADS)
 
 
 async def run(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -291,9 +304,18 @@ async def run(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     Raises EngineError (EngineUnavailable when the engine does not answer) for any
     failure docker-py did not already turn into one, so callers handle a single family.
     """
+    return await _run_on(executor(), functools.partial(func, *args, **kwargs))
+
+
+async def run_exec(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """:func:`run` on the exec thread pool, for commands run in nodes."""
+    return await _run_on(exec_executor(), functools.partial(func, *args, **kwargs))
+
+
+async def _run_on(pool: ThreadPoolExecutor, call: Callable[[], T]) -> T:
     loop = asyncio.get_running_loop()
     try:
-        return await loop.run_in_executor(executor(), functools.partial(func, *args, **kwargs))
+        return await loop.run_in_executor(pool, call)
     except EngineError:
         raise
     except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:

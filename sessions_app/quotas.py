@@ -17,7 +17,7 @@ from django.db import connection
 from django.http import HttpRequest
 
 from sessions_app.errors import TooManyRequests
-from sessions_app.models import Node, Session
+from sessions_app.models import Node, PoolNode, Session
 
 # How long a client turned away at capacity is asked to wait: sessions end and nodes
 # are removed all the time, so soon is worth a try.
@@ -96,6 +96,13 @@ def check_new_session(key: str, now: datetime) -> None:
     limit, period = settings.PWD_SESSIONS_PER_IP
     if not key:
         return
+    own = settings.PWD_MAX_SESSIONS_PER_CLIENT
+    if Session.objects.active(now).filter(client_key=key).count() >= own:
+        raise TooManyRequests(
+            f"Your address already has {own} sessions running; end one (or let it expire) first.",
+            "client_limit",
+            retry_after=CAPACITY_RETRY_AFTER,
+        )
     recent = list(
         Session.objects.filter(client_key=key, created_at__gt=now - timedelta(seconds=period))
         .order_by("-created_at")
@@ -111,20 +118,42 @@ def check_new_session(key: str, now: datetime) -> None:
         )
 
 
-def check_new_node() -> None:
-    """Raise TooManyRequests when the installation runs PWD_MAX_TOTAL_NODES nodes.
+def check_new_node(key: str = "") -> None:
+    """Raise TooManyRequests when the installation runs PWD_MAX_TOTAL_NODES nodes, or
+    the sessions of client ``key`` (the session's creator; empty: not counted) run
+    PWD_MAX_NODES_PER_CLIENT.
 
     Counts node rows not gone (starting and running, also of ended sessions whose
     containers the reaper has not removed yet); warm pool nodes are not counted
     (PWD_POOL_SIZE bounds them). Call inside the transaction that inserts the row.
     """
     _serialise()
-    if Node.objects.exclude(status=Node.Status.GONE).count() >= settings.PWD_MAX_TOTAL_NODES:
+    nodes = Node.objects.exclude(status=Node.Status.GONE)
+    if nodes.count() >= settings.PWD_MAX_TOTAL_NODES:
         raise TooManyRequests(
             "pwd is at capacity: it runs as many nodes as it may.",
             "at_capacity",
             retry_after=CAPACITY_RETRY_AFTER,
         )
+    if key and nodes.filter(session__client_key=key).count() >= settings.PWD_MAX_NODES_PER_CLIENT:
+        raise TooManyRequests(
+            f"The sessions started from your address already run "
+            f"{settings.PWD_MAX_NODES_PER_CLIENT} nodes; remove one first.",
+            "client_limit",
+            retry_after=CAPACITY_RETRY_AFTER,
+        )
+
+
+def may_prepare_node() -> bool:
+    """Whether a pool node may be attached ahead for a session now: fewer than
+    PWD_POOL_SIZE are, and one more stays within PWD_MAX_TOTAL_NODES (a prepared node
+    is a node in waiting). Call inside the transaction that claims it."""
+    _serialise()
+    prepared = PoolNode.objects.filter(session__isnull=False).count()
+    if prepared >= settings.PWD_POOL_SIZE:
+        return False
+    nodes = Node.objects.exclude(status=Node.Status.GONE).count()
+    return nodes + prepared < settings.PWD_MAX_TOTAL_NODES
 
 
 def _period(seconds: float) -> str:

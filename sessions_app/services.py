@@ -16,14 +16,21 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from sessions_app import events, pool, provisioning, quotas
-from sessions_app.errors import BadRequest, Conflict, NotFound
+from sessions_app.errors import BadRequest, Conflict, NotFound, TooManyRequests
 from sessions_app.models import Node, PoolNode, Session
 from sessions_app.provisioning import ExecResult, NodeHandle
 from sessions_app.serialize import node_data
+from sessions_app.turns import Turns
 
 log = logging.getLogger(__name__)
 
 SESSION_NOT_FOUND = "There is no such session, or it has ended."
+# Execs of one session waiting for a turn (PWD_EXEC_PER_SESSION run at once); past this
+# an exec is refused, so a client cannot park any number of requests on the server.
+EXEC_WAITING_MAX = 64
+EXEC_RETRY_AFTER = 5
+
+_exec_turns = Turns()
 
 
 # --- sessions ---------------------------------------------------------------------------
@@ -152,7 +159,7 @@ def _reserve_slot(session_id: str, image: str) -> Node:
                 f"This session already has its {session.max_nodes} nodes; remove one first.",
                 "node_limit_reached",
             )
-        quotas.check_new_node()
+        quotas.check_new_node(session.client_key)
         try:
             return Node.objects.create(session=session, name=name, hostname=name, image=image)
         except IntegrityError:
@@ -215,14 +222,33 @@ async def remove_node(session: Session, name: str) -> None:
 async def exec_in_node(
     session: Session, name: str, command: list[str], time_limit: float
 ) -> ExecResult:
-    """Run ``command`` in the node, ended in the node after ``time_limit`` seconds."""
+    """Run ``command`` in the node, ended in the node after ``time_limit`` seconds.
+
+    The session runs at most PWD_EXEC_PER_SESSION commands at once in this process;
+    further ones wait for a turn (the time limit starts when the command does), and past
+    EXEC_WAITING_MAX waiting the call raises TooManyRequests.
+    """
     node = await get_node(session, name)
     if node.status != Node.Status.RUNNING:
         raise Conflict(f"{name} is {node.status}, not running.", "node_not_running")
-    return await provisioning.run(
-        provisioning.exec_in_node,
-        node.container_id,
-        command,
-        math.ceil(time_limit),
-        settings.PWD_EXEC_MAX_OUTPUT,
+    limit = settings.PWD_EXEC_PER_SESSION
+    if _exec_turns.running(session.pk) >= limit and (
+        _exec_turns.waiting(session.pk) >= EXEC_WAITING_MAX
+    ):
+        raise TooManyRequests(
+            f"This session already has {limit} commands running and "
+            f"{EXEC_WAITING_MAX} waiting; wait for some to finish.",
+            "too_many_execs",
+            retry_after=EXEC_RETRY_AFTER,
+        )
+    return await _exec_turns.run(
+        session.pk,
+        limit,
+        lambda: provisioning.run_exec(
+            provisioning.exec_in_node,
+            node.container_id,
+            command,
+            math.ceil(time_limit),
+            settings.PWD_EXEC_MAX_OUTPUT,
+        ),
     )

@@ -94,6 +94,16 @@ class TerminalConsumer(AsyncWebsocketConsumer):
         self.client = hub.join(self._send_bytes, self.send_json, self._node_gone)
         self._spawn(self._keepalive())
 
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # Channels closes stale database connections before every message, on a worker
+        # thread: a thread hop per keystroke, slow when the loop is busy. Frames use no
+        # database (activity is written in the background by a helper that closes its
+        # own), so they skip it; connect and disconnect keep it.
+        if message["type"] == "websocket.receive":
+            await self.websocket_receive(message)
+        else:
+            await super().dispatch(message)
+
     async def disconnect(self, code: int) -> None:
         if self.client is not None:
             self.client.hub.leave(self.client)

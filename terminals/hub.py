@@ -5,11 +5,13 @@ terminal emulator (:mod:`terminals.screen`) so that a client joining late, or on
 fell behind, gets the screen as it is now exactly once, then live output.
 
 The emulator is slow (pyte parses a few hundred KB/s), so it never sits on the output
-path: it trails behind on its own task, at most half of the event loop's time, eating
-only complete lines (cut after a newline or before an escape). A snapshot is its
-rendered state followed by the raw bytes it has not eaten yet, so snapshot + live
-bytes is always the whole stream. Under a flood it skips ahead to the most recent
-output instead of falling further behind.
+path: it trails behind on its own task, eating only complete lines (cut after a newline
+or before an escape) in slices of a millisecond or two. The emulators of all hubs in the
+process share one budget (EMULATOR_SHARE of the event loop's time), so floods in many
+terminals cannot crowd out another terminal's echo. A snapshot is its rendered state
+followed by the raw bytes it has not eaten yet, so snapshot + live bytes is always the
+whole stream. Under a flood it skips ahead to the most recent output instead of
+falling further behind.
 """
 
 from __future__ import annotations
@@ -36,8 +38,10 @@ CLIENT_QUEUE_MAX = 1024 * 1024
 CLIENT_WINDOW = 256 * 1024
 RESYNC_MIN_INTERVAL = 0.25
 # While a client that never acknowledges is connected, the hub reads the TTY no faster
-# than this: nothing else bounds what daphne buffers for such a client.
-HUB_READ_RATE = 4 * 1024 * 1024
+# than this: nothing else bounds what daphne buffers for such a client. Far more than
+# anyone reads, and low enough that three such floods (the engine logging them, the
+# server framing them) leave other terminals' echo alone (docs/benchmarks.md).
+HUB_READ_RATE = 1024 * 1024
 # Clients that acknowledge pace the hub instead: it stops reading (and the engine holds
 # the program back) while one of them has this much queued, for at most SLOW_CLIENT
 # seconds; a client that slow is resynchronised so it cannot hold the others back.
@@ -46,7 +50,11 @@ SLOW_CLIENT_SECONDS = 0.5
 # Unparsed output the emulator may trail by before it skips ahead to the newest bytes.
 EMULATOR_BACKLOG = 64 * 1024
 EMULATOR_KEEP = 16 * 1024
-EMULATOR_SLICE = 4096
+# One slice is one to two milliseconds of pyte (~300 bytes a millisecond here): the
+# longest the loop waits on an emulator before it serves a keystroke again.
+EMULATOR_SLICE = 512
+# The share of the event loop's time that the emulators of every hub together may take.
+EMULATOR_SHARE = 0.25
 # A log replay longer than this is cut to its tail (the scrollback is bounded anyway).
 REPLAY_KEEP = 128 * 1024
 REPLAY_QUIET = 0.15
@@ -67,6 +75,29 @@ def _safe_cut(data: bytes | bytearray, limit: int) -> int:
     """A cut point in ``data[:limit]`` not inside a line, escape or UTF-8 character."""
     window = data[:limit]
     return max(window.rfind(b"\n") + 1, window.rfind(b"\x1b"), 0)
+
+
+class EmulatorBudget:
+    """The event loop time every hub's emulator shares: after a slice that took ``d``
+    seconds, no emulator runs for ``d * (1 / share - 1)`` seconds."""
+
+    def __init__(self, share: float) -> None:
+        self.share = share
+        self.free_at = 0.0
+
+    async def turn(self) -> None:
+        """Wait until an emulator may run a slice (at least one pass of the loop)."""
+        await asyncio.sleep(0)
+        # Checked again after each wait: another hub's slice may have run meanwhile.
+        while (delay := self.free_at - time.monotonic()) > 0:  # noqa: ASYNC110 - a time, not an event
+            await asyncio.sleep(delay)
+
+    def spent(self, seconds: float) -> None:
+        now = time.monotonic()
+        self.free_at = max(self.free_at, now) + seconds * (1 / self.share - 1)
+
+
+_budget = EmulatorBudget(EMULATOR_SHARE)
 
 
 class Client:
@@ -375,27 +406,35 @@ class Hub:
         while True:
             await self._emu_wake.wait()
             self._emu_wake.clear()
-            while True:
-                if self._resizes and self._resizes[0][0] <= self._fed:
-                    _, cols, rows = self._resizes.popleft()
-                    self.emulator.resize(cols, rows)
-                    continue
-                limit = min(len(self._pending), EMULATOR_SLICE)
-                if self._resizes:
-                    limit = min(limit, self._resizes[0][0] - self._fed)
-                at_marker = bool(self._resizes) and limit == self._resizes[0][0] - self._fed
-                cut = limit if at_marker else _safe_cut(self._pending, limit)
-                if cut <= 0 and len(self._pending) > EMULATOR_KEEP:
-                    cut = limit  # no safe point in a long run: take it as it is
-                if cut <= 0:
+            while self._pending or self._resizes:
+                # The turn comes first: while it waits, output arrives (and a skip-ahead
+                # may drop the oldest), so the slice is cut from what is there after.
+                await _budget.turn()
+                if not self._feed_slice():
                     break
-                chunk = bytes(self._pending[:cut])
-                del self._pending[:cut]
-                self._fed += cut
-                started = time.monotonic()
-                self.emulator.feed(chunk)
-                # Take at most half of the loop's time, however much output there is.
-                await asyncio.sleep(time.monotonic() - started)
+
+    def _feed_slice(self) -> bool:
+        """Apply the resizes that are due and feed the emulator one slice. Returns False
+        when there is nothing it can eat yet (no complete line, no escape to cut at)."""
+        while self._resizes and self._resizes[0][0] <= self._fed:
+            _, cols, rows = self._resizes.popleft()
+            self.emulator.resize(cols, rows)
+        limit = min(len(self._pending), EMULATOR_SLICE)
+        if self._resizes:
+            limit = min(limit, self._resizes[0][0] - self._fed)
+        at_marker = bool(self._resizes) and limit == self._resizes[0][0] - self._fed
+        cut = limit if at_marker else _safe_cut(self._pending, limit)
+        if cut <= 0 and len(self._pending) > EMULATOR_KEEP:
+            cut = limit  # no safe point in a long run: take it as it is
+        if cut <= 0:
+            return False
+        chunk = bytes(self._pending[:cut])
+        del self._pending[:cut]
+        self._fed += cut
+        started = time.monotonic()
+        self.emulator.feed(chunk)
+        _budget.spent(time.monotonic() - started)
+        return True
 
     async def _reattach(self) -> bool:
         """After the stream ended: True when attached again, False when the node is gone."""

@@ -36,13 +36,17 @@ class TerminalScreen(pyte.Screen):
     """pyte's Screen with its own cheap scrollback and the alternate screen.
 
     pyte's HistoryScreen wraps every call (it parses ``yes`` at ~70 KB/s); keeping the
-    lines that scroll off the top in a deque costs next to nothing. Full-screen programs
-    (vim, top, less) draw on the alternate screen, which keeps no scrollback and is
-    dropped when they exit, as in xterm.
+    lines that scroll off the top in a deque costs next to nothing. They are kept
+    rendered, as text with SGR changes: a scrolled-off row never changes again, a
+    snapshot then only joins them, and a string is one object the garbage collector
+    never scans (a row is a dict of one ``Char`` tuple per cell, and a full scrollback
+    of those made each full collection stall the event loop for ~100 ms).
+    Full-screen programs (vim, top, less) draw on the alternate screen, which keeps no
+    scrollback and is dropped when they exit, as in xterm.
     """
 
     def __init__(self, columns: int, lines: int, history: int = HISTORY_LINES) -> None:
-        self.history: deque[Any] = deque(maxlen=history)
+        self.history: deque[str] = deque(maxlen=history)
         self.saved_main: tuple[Any, Any] | None = None
         super().__init__(columns, lines)
 
@@ -57,9 +61,7 @@ class TerminalScreen(pyte.Screen):
     def index(self) -> None:
         top, bottom = self.margins or Margins(0, self.lines - 1)
         if self.cursor.y == bottom and top == 0 and not self.in_alternate:
-            # Screen.index shifts row objects up and drops the top one, never mutating
-            # it, so the row itself can go to the scrollback without a copy.
-            self.history.append(self.buffer[0])
+            self.history.append(render_line(self.buffer[0], self.columns))
         super().index()
 
     def select_graphic_rendition(self, *attrs: int, private: bool = False, **kwargs: Any) -> None:
@@ -155,7 +157,7 @@ def render(screen: TerminalScreen, history: bool = True) -> bytes:
     rows = screen.lines
     main_buffer, main_cursor = screen.saved_main or (screen.buffer, screen.cursor)
     screen_lines = [render_line(main_buffer[y], screen.columns) for y in range(rows)]
-    scrollback = [render_line(row, screen.columns) for row in screen.history] if history else []
+    scrollback = list(screen.history) if history else []
     size = sum(len(line) + 2 for line in screen_lines)
     kept: list[str] = []
     for line in reversed(scrollback):

@@ -6,6 +6,17 @@ from typing import Any
 from django.test import AsyncClient
 
 
+class ClientAt(AsyncClient):
+    """An AsyncClient connecting from ``address`` (ASGI takes it from scope["client"])."""
+
+    def __init__(self, address: str) -> None:
+        super().__init__()
+        self.address = address
+
+    def _base_scope(self, **request: Any) -> dict[str, Any]:
+        return {**super()._base_scope(**request), "client": [self.address, 40000]}
+
+
 async def post(client: AsyncClient, path: str, body: Any = None, **headers: str):
     data = "" if body is None else json.dumps(body)
     return await client.post(path, data, content_type="application/json", headers=headers)

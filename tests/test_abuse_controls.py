@@ -9,7 +9,7 @@ from django.test import AsyncClient, RequestFactory
 
 from sessions_app import provisioning, quotas
 from sessions_app.models import Node, Session
-from tests.api_helpers import add_node, error_of, post
+from tests.api_helpers import ClientAt, add_node, error_of, post
 from tests.live_server import live_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -23,19 +23,8 @@ def no_network(monkeypatch):
     )
 
 
-class _ClientAt(AsyncClient):
-    """An AsyncClient connecting from ``address`` (ASGI takes it from scope["client"])."""
-
-    def __init__(self, address: str) -> None:
-        super().__init__()
-        self.address = address
-
-    def _base_scope(self, **request):
-        return {**super()._base_scope(**request), "client": [self.address, 40000]}
-
-
 def _from(address: str) -> AsyncClient:
-    return _ClientAt(address)
+    return ClientAt(address)
 
 
 async def test_a_class_of_thirty_behind_one_nat_starts_at_once(no_network):
