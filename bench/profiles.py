@@ -189,7 +189,11 @@ def main(argv: list[str] | None = None) -> int:
     from sessions_app import provisioning
 
     names = (["userns"] if provisioning.engine_remaps_users() else []) + ["caps"]
-    results = [measure_profile(environment, name, args.trials) for name in names]
+    try:
+        results = [measure_profile(environment, name, args.trials) for name in names]
+    finally:
+        say("removing everything the bench created")
+        environment.cleanup()
     command = "python bench/profiles.py" + (f" --trials {args.trials}" if args.trials != 8 else "")
     text = section(results, command)
     print(text)
