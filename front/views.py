@@ -69,6 +69,7 @@ def session_page(request: HttpRequest, session_id: str) -> HttpResponse:
     return render(request, "front/session.html", context)
 
 
-def healthz(request: HttpRequest) -> JsonResponse:
-    """Liveness for load balancers and `make run`: the process answers HTTP."""
+async def healthz(request: HttpRequest) -> JsonResponse:
+    """Liveness for load balancers and `make run`: the process answers HTTP (async: no
+    worker thread, so it answers while the thread pool is busy)."""
     return JsonResponse({"ok": True})
