@@ -62,6 +62,11 @@ def keeper(engine, settings):
     settings.PWD_POOL_SIZE = 1
     keeper = pool.Keeper(size=1)
     yield keeper
+    close_keeper(engine, keeper)
+
+
+def close_keeper(engine, keeper) -> None:
+    """Stop a test's keeper and remove the pool containers it left."""
     keeper.close()
     for container in engine.list_objects().containers:
         if container["Labels"].get(engine.LABEL_ROLE) == engine.ROLE_POOL:

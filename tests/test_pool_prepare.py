@@ -17,6 +17,7 @@ from sessions_app import pool, services
 from sessions_app.models import Node, PoolNode, Session
 from sessions_app.reaper import Reaper
 from terminals import hub as hubs
+from tests.conftest import close_keeper
 from tests.terminal_helpers import Terminal
 
 pytestmark = [pytest.mark.docker, pytest.mark.django_db(transaction=True)]
@@ -57,10 +58,7 @@ def keeper(engine, settings):
     else:
         pytest.fail("the pool did not fill to 2 ready nodes in 3 keeper passes")
     yield keeper
-    keeper.close()
-    for container in engine.list_objects().containers:
-        if container["Labels"].get(engine.LABEL_ROLE) == engine.ROLE_POOL:
-            engine.remove_node(container["Id"])
+    close_keeper(engine, keeper)
 
 
 @pytest.fixture
