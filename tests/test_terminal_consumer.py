@@ -134,17 +134,16 @@ async def test_ctrl_c_stops_a_flood_and_other_terminals_keep_answering(node, eng
         quiet = await _open(other)
         await terminal.type("yes flood-line\r")
         await terminal.until(lambda t: t.text.count("flood-line") > 5000, within=20)
-        started = asyncio.get_running_loop().time()
+        # The other terminal answers while the flood goes on (how fast is the bench's
+        # to say: no timed assertions here).
         await quiet.type("echo still-$((5+5))\r")
         await quiet.until_text("still-10\r\n", within=10)
-        assert asyncio.get_running_loop().time() - started < 1.0
+        assert terminal.closed is None  # the flooding terminal is still open
         hub = hubs._hubs[node.container_id]
         assert len(hub._pending) <= hubs.EMULATOR_BACKLOG
 
         await terminal.type("\x03")
-        stopped = asyncio.get_running_loop().time()
         await terminal.until(lambda t: "^C" in t.text[-20000:], within=10)
-        assert asyncio.get_running_loop().time() - stopped < 1.0
         await terminal.type("echo done-$((7*6))\r")
         await terminal.until_text("done-42\r\n", within=10)
         await terminal.close()
