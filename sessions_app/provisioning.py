@@ -18,7 +18,6 @@ import logging
 import math
 import re
 import secrets
-import shlex
 import threading
 import time
 from collections.abc import Callable
@@ -1072,10 +1071,6 @@ def describe(container_id: str) -> str:
     state = container.attrs.get("State", {})
     logs = container.logs(tail=50).decode("utf-8", "replace")
     return f"state: {state}\nlogs:\n{logs}"
-
-
-def shell_quote(argv: list[str]) -> str:
-    return " ".join(shlex.quote(arg) for arg in argv)
 
 
 # --- the nodes' ports on docker_gwbridge (bound to their addresses by antispoof) ---------
