@@ -99,9 +99,24 @@ async def test_an_event_from_another_process_reaches_a_websocket_through_redis(e
                 db.execute(
                     "UPDATE sessions_app_session SET last_activity_at = '2000-01-01 00:00:00'"
                 )
-            reaped = await asyncio.to_thread(server.manage, "reap", "--once")
-            assert reaped.returncode == 0, reaped.stderr
-            event = json.loads(await asyncio.wait_for(viewer.recv(), 10))
+            # A pass that meets a locked SQLite database on a busy machine logs the error
+            # and ends nothing; the next pass (at most three) does what it did not.
+            passes = []
+            for _ in range(3):
+                reaped = await asyncio.to_thread(server.manage, "reap", "--once")
+                assert reaped.returncode == 0, reaped.stderr
+                passes.append(reaped.stderr)
+                with sqlite3.connect(tmp_path / "db.sqlite3") as db:
+                    (ended,) = db.execute(
+                        "SELECT ended_at FROM sessions_app_session WHERE id = ?", (session_id,)
+                    ).fetchone()
+                if ended is not None:
+                    break
+            assert ended is not None, passes
+            try:
+                event = json.loads(await asyncio.wait_for(viewer.recv(), 10))
+            except TimeoutError:
+                raise AssertionError(f"no session.ended heard; the reaper said: {passes}") from None
             assert event == {"type": "session.ended", "reason": "expired"}
         assert not [
             n for n in engine.list_objects().networks if n["Labels"]["pwd.session"] == session_id
