@@ -74,23 +74,23 @@ class Environment:
 
     def cleanup(self) -> None:
         """Remove every container, volume and network of this instance, and the temp dir."""
-        from sessions_app import provisioning
+        from sessions_app import engine
 
         for _ in range(3):
             try:
-                objects = provisioning.list_objects()
-            except provisioning.EngineError:
+                objects = engine.list_objects()
+            except engine.EngineError:
                 break
             for container in objects.containers:
-                with contextlib.suppress(provisioning.EngineError):
-                    provisioning.remove_node(container["Id"])
-            for volume in provisioning.list_objects().volumes:
-                with contextlib.suppress(provisioning.EngineError):
-                    provisioning.remove_volume(volume["Name"])
+                with contextlib.suppress(engine.EngineError):
+                    engine.remove_node(container["Id"])
+            for volume in engine.list_objects().volumes:
+                with contextlib.suppress(engine.EngineError):
+                    engine.remove_volume(volume["Name"])
             for network in objects.networks:
-                with contextlib.suppress(provisioning.EngineError):
-                    provisioning.remove_network(network["Id"])
-            left = provisioning.list_objects()
+                with contextlib.suppress(engine.EngineError):
+                    engine.remove_network(network["Id"])
+            left = engine.list_objects()
             if not (left.containers or left.networks or left.volumes):
                 break
             time.sleep(1)
@@ -269,7 +269,7 @@ def machine() -> dict[str, Any]:
     import django
     import websockets
 
-    from sessions_app import provisioning
+    from sessions_app import engine
 
     cpu = "unknown"
     with contextlib.suppress(OSError):
@@ -280,7 +280,7 @@ def machine() -> dict[str, Any]:
     memory = 0
     with contextlib.suppress(OSError):
         memory = int(Path("/proc/meminfo").read_text().split()[1]) * 1024
-    engine = provisioning.client().version()
+    engine = engine.client().version()
     load = os.getloadavg()
     return {
         "cpu": cpu,
@@ -290,7 +290,7 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "docker_engine": engine.get("Version"),
         "docker_api": engine.get("ApiVersion"),
-        "node_profile": provisioning.profile().name,
+        "node_profile": engine.profile().name,
         "django": django.__version__,
         "channels": channels.__version__,
         "daphne": daphne.__version__,

@@ -29,7 +29,7 @@ from bench.terminal import (
     settle,
     throughput,
 )
-from sessions_app import provisioning
+from sessions_app import engine
 
 MIB = 1024 * 1024
 
@@ -62,23 +62,10 @@ def floor_argv(name: str) -> list[str]:
     """A bare ``docker run`` of the node image, with the powers dockerd needs inside it
     (the detected profile) and the same resource limits as a node, labelled for clean-up.
     """
-    profile = provisioning.profile()
     argv = ["docker", "run", "-dit", "--init", "--name", name]
-    argv += ["--label", f"{provisioning.LABEL_INSTANCE}={settings.PWD_INSTANCE}"]
-    argv += ["--label", f"{provisioning.LABEL_ROLE}={provisioning.ROLE_PROBE}"]
-    if profile.name == "privileged":
-        argv.append("--privileged")
-    elif profile.name == "sysbox":
-        argv += ["--runtime", settings.PWD_SYSBOX_RUNTIME]
-    else:
-        argv += ["--cap-add", "ALL", "--device-cgroup-rule", "a *:* rwm"]
-        for option in ("seccomp=unconfined", "apparmor=unconfined", "systempaths=unconfined"):
-            argv += ["--security-opt", option]
-    for cap in profile.cap_drop:
-        argv += ["--cap-drop", cap]
-    argv += ["--memory", str(settings.PWD_NODE_MEMORY)]
-    argv += ["--memory-swap", str(settings.PWD_NODE_MEMORY + settings.PWD_NODE_SWAP)]
-    argv += ["--cpus", str(settings.PWD_NODE_CPUS), "--pids-limit", str(settings.PWD_NODE_PIDS)]
+    argv += ["--label", f"{engine.LABEL_INSTANCE}={settings.PWD_INSTANCE}"]
+    argv += ["--label", f"{engine.LABEL_ROLE}={engine.ROLE_PROBE}"]
+    argv += engine.docker_run_args()
     argv.append(settings.PWD_NODE_IMAGE)
     return argv
 
@@ -90,10 +77,12 @@ def floor_once(index: int) -> float:
     done = subprocess.run(floor_argv(name), capture_output=True, text=True, check=True)
     container_id = done.stdout.strip()
     try:
-        provisioning.wait_for_inner_docker(container_id, settings.PWD_NODE_START_TIMEOUT)
+        if engine.profile().name == "userns":
+            engine.hand_over_cgroups(container_id)  # as create_node does
+        engine.wait_for_inner_docker(container_id, settings.PWD_NODE_START_TIMEOUT)
         return time.perf_counter() - started
     finally:
-        provisioning.remove_node(container_id)
+        engine.remove_node(container_id)
 
 
 @dataclass
@@ -148,21 +137,20 @@ def overlay_connect(trials: int) -> tuple[list[float], list[float]]:
     second: list[float] = []
     for trial in range(trials):
         session_id = f"benchnet{trial}{random.randrange(10**12)}"
-        name, _ = provisioning.create_session_network(session_id)
+        name, _ = engine.create_session_network(session_id)
         handles = [
-            provisioning.create_node(None, f"pool-c{i}", None, role=provisioning.ROLE_POOL)
-            for i in range(2)
+            engine.create_node(None, f"pool-c{i}", None, role=engine.ROLE_POOL) for i in range(2)
         ]
         try:
             for handle, into in zip(handles, (first, second), strict=True):
                 started = time.perf_counter()
-                provisioning.connect_node(handle.container_id, name, "x")
+                engine.connect_node(handle.container_id, name, "x")
                 into.append(time.perf_counter() - started)
         finally:
             for handle in handles:
-                provisioning.remove_node(handle.container_id)
-            with contextlib.suppress(provisioning.EngineError):
-                provisioning.remove_session_objects(session_id)
+                engine.remove_node(handle.container_id)
+            with contextlib.suppress(engine.EngineError):
+                engine.remove_session_objects(session_id)
     return first, second
 
 
@@ -483,8 +471,8 @@ def idle_node_memory(container_ids: list[str]) -> list[int]:
     """The cgroup memory use of each container, counted as ``docker stats`` counts it."""
     usages = []
     for container_id in container_ids:
-        with contextlib.suppress(provisioning.EngineError):
-            usages.append(provisioning.memory_usage(container_id))
+        with contextlib.suppress(engine.EngineError):
+            usages.append(engine.memory_usage(container_id))
     return usages
 
 

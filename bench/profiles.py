@@ -42,25 +42,26 @@ def median(values: list[float]) -> float:
 def _use_profile(name: str) -> Any:
     from django.conf import settings
 
-    from sessions_app import provisioning
+    from sessions_app import engine
 
     settings.PWD_NODE_PROFILE = name
-    provisioning._profile = provisioning._detect_profile()
-    return provisioning._profile
+    chosen = engine.detect_profile()
+    engine.use_profile(chosen)
+    return chosen
 
 
 def _floor_and_memory(trials: int) -> tuple[list[float], list[int], list[str]]:
     """Seconds from create to the inner engine answering, then each idle node's memory."""
-    from sessions_app import provisioning
+    from sessions_app import engine
 
     starts, handles = [], []
     for _ in range(trials):
         began = time.perf_counter()
-        handle = provisioning.create_node(None, "node1", None, role=provisioning.ROLE_PROBE)
+        handle = engine.create_node(None, "node1", None, role=engine.ROLE_PROBE)
         starts.append(time.perf_counter() - began)
         handles.append(handle.container_id)
     time.sleep(10)  # let the inner engines settle before memory is read
-    memory = [provisioning.memory_usage(container_id) for container_id in handles]
+    memory = [engine.memory_usage(container_id) for container_id in handles]
     return starts, memory, handles
 
 
@@ -76,12 +77,12 @@ async def _echo(container_id: str, samples: int) -> list[float]:
 
 
 def _exec_echo(container_id: str, samples: int) -> list[float]:
-    from sessions_app import provisioning
+    from sessions_app import engine
 
     times = []
     for _ in range(samples):
         began = time.perf_counter()
-        provisioning.exec_in_node(container_id, ["echo", "hi"], timeout=10, max_output=64)
+        engine.exec_in_node(container_id, ["echo", "hi"], timeout=10, max_output=64)
         times.append(time.perf_counter() - began)
     return times
 
@@ -104,7 +105,7 @@ def _pool_add(environment: harness.Environment, name: str, trials: int) -> list[
 
 
 def measure_profile(environment: harness.Environment, name: str, trials: int) -> dict[str, Any]:
-    from sessions_app import provisioning
+    from sessions_app import engine
 
     profile = _use_profile(name)
     say(f"{name}: {trials} node starts (create until the inner engine answers)")
@@ -115,7 +116,7 @@ def measure_profile(environment: harness.Environment, name: str, trials: int) ->
         exec_echo = _exec_echo(handles[0], 20)
     finally:
         for container_id in handles:
-            provisioning.remove_node(container_id)
+            engine.remove_node(container_id)
     say(f"{name}: add node from the warm pool through the API, {trials}x")
     pool = _pool_add(environment, name, trials)
     return {
@@ -186,9 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="write profiles.json and the section here")
     args = parser.parse_args(argv)
     environment = harness.Environment()
-    from sessions_app import provisioning
+    from sessions_app import engine
 
-    names = (["userns"] if provisioning.engine_remaps_users() else []) + ["caps"]
+    names = (["userns"] if engine.engine_remaps_users() else []) + ["caps"]
     try:
         results = [measure_profile(environment, name, args.trials) for name in names]
     finally:

@@ -200,12 +200,12 @@ def write_markdown(path: Path, results: dict[str, Any], details: dict[str, Any])
         f"2. **Burst**: {r['burst_clients']} threads released by one barrier, each creating a"
         " session and adding a node (pool of 2 with its keeper); time until the last 201.",
         "3. **Throughput**: the same node, first through a direct attach to its TTY on the"
-        " engine's socket (`sessions_app.provisioning_tty.attach_tty`, what the bridge"
+        " engine's socket (`sessions_app.engine.tty.attach_tty`, what the bridge"
         " itself uses), then through the terminal websocket; bytes until an end marker.",
         "4. **Echo**: one key (`x`, then DEL) and the time until its echo arrives, alternately,"
         " 20 ms apart; direct attach and websocket on the same node.",
         "5. **Many terminals**: as in 4, one key a second per terminal, random phase.",
-        "6. **Footprint**: `provisioning.memory_usage` (the stats API); daphne's VmRSS.",
+        "6. **Footprint**: `engine.memory_usage` (the stats API); daphne's VmRSS.",
         "",
     ]
     if NOTES.exists():

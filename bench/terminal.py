@@ -11,7 +11,7 @@ from typing import Protocol
 
 import websockets
 
-from sessions_app import provisioning_tty
+from sessions_app.engine import tty as engine_tty
 
 # Output longer than this is enough to spot a marker that spans two reads.
 _TAIL = 128
@@ -30,12 +30,12 @@ class Terminal(Protocol):
 class DirectTerminal:
     """A raw attach to the container's TTY on the engine's socket."""
 
-    def __init__(self, stream: provisioning_tty.TTYStream) -> None:
+    def __init__(self, stream: engine_tty.TTYStream) -> None:
         self.stream = stream
 
     @classmethod
     async def open(cls, container_id: str) -> DirectTerminal:
-        return cls(await provisioning_tty.attach_tty(container_id, logs=False))
+        return cls(await engine_tty.attach_tty(container_id, logs=False))
 
     async def send(self, data: str) -> None:
         await self.stream.write(data.encode())

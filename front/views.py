@@ -9,7 +9,7 @@ from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_POST
 
 from front import wording
-from sessions_app import provisioning, quotas, services
+from sessions_app import engine, quotas, services
 from sessions_app.errors import TooManyRequests
 from sessions_app.models import Node, Session
 
@@ -31,7 +31,7 @@ async def start(request: HttpRequest) -> HttpResponse:
         session = await services.create_session(key)
     except TooManyRequests as exc:
         return _busy(request, exc.message, exc.retry_after or quotas.CAPACITY_RETRY_AFTER, 429)
-    except provisioning.EngineError:
+    except engine.EngineError:
         return _busy(request, "The Docker engine does not answer right now.", 30, 503)
     return redirect(session.page_path, permanent=False)
 

@@ -319,11 +319,11 @@ def main() -> int:
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "pwd_site.settings")
     django.setup()
-    from sessions_app import provisioning
+    from sessions_app import engine
 
     try:
-        ports = reconcile(provisioning.gateway_endpoints, provisioning.container_pid)
-    except (AntispoofError, provisioning.EngineError) as exc:
+        ports = reconcile(engine.gateway_endpoints, engine.container_pid)
+    except (AntispoofError, engine.EngineError) as exc:
         print(f"pwd anti-spoofing: NOT applied: {exc}")
         return 1
     print(f"pwd anti-spoofing: {len(ports)} port(s) of {BRIDGE} bound to their MAC and IPv4")

@@ -18,7 +18,7 @@ from ninja import NinjaAPI, Swagger
 from ninja.errors import HttpError, ValidationError
 from ninja.parser import Parser
 
-from sessions_app import provisioning, views
+from sessions_app import engine, views
 from sessions_app.errors import ApiError, BadRequest, PayloadTooLarge, error_response
 
 log = logging.getLogger(__name__)
@@ -127,19 +127,19 @@ def _not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
     return error_response(404)
 
 
-@api.exception_handler(provisioning.EngineUnavailable)
+@api.exception_handler(engine.EngineUnavailable)
 def _engine_unavailable(request: HttpRequest, exc: Exception) -> HttpResponse:
     response = error_response(503, "engine_unavailable", _sentence(exc))
     response["Retry-After"] = "5"
     return response
 
 
-@api.exception_handler(provisioning.NodeStartError)
+@api.exception_handler(engine.NodeStartError)
 def _node_start_failed(request: HttpRequest, exc: Exception) -> HttpResponse:
     return error_response(502, "node_start_failed", _sentence(exc))
 
 
-@api.exception_handler(provisioning.EngineError)
+@api.exception_handler(engine.EngineError)
 def _engine_error(request: HttpRequest, exc: Exception) -> HttpResponse:
     return error_response(502, "engine_error", _sentence(exc))
 

@@ -11,6 +11,7 @@ DEFAULT_CODES = {
     404: "not_found",
     405: "method_not_allowed",
     409: "conflict",
+    410: "gone",
     413: "body_too_large",
     415: "unsupported_media_type",
     429: "too_many_requests",
@@ -75,6 +76,13 @@ class NotFound(ApiError):
 class Conflict(ApiError):
     status = 409
     code = "conflict"
+
+
+class NodeGone(ApiError):
+    """The node's container went away (removed from outside, or lost with its host)."""
+
+    status = 410
+    code = "node_gone"
 
 
 class PayloadTooLarge(ApiError):

@@ -1,6 +1,6 @@
 """Whether nodes are isolated from the host, and what the app does when they are not.
 
-At start the app runs :func:`provisioning.escape_check` once: a probe node tries, from
+At start the app runs :func:`engine.escape_check` once: a probe node tries, from
 inside and with the node profile, the known routes to the host (a cgroup v1
 ``release_agent``, ``core_pattern``, the node's own cgroup limits, the kernel log). With
 ``PWD_PRODUCTION=true`` a profile that lets any of them through stops the process,
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from sessions_app import provisioning
+from sessions_app import engine
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +64,11 @@ def check() -> Verdict:
     global _verdict
     with _lock:
         try:
-            found = provisioning.escape_check()
-        except provisioning.EngineError as exc:
+            found = engine.escape_check()
+        except engine.EngineError as exc:
             result = Verdict(error=str(exc))
         else:
-            result = Verdict(True, provisioning.profile().name, found)
+            result = Verdict(True, engine.profile().name, found)
         _verdict = result
     return result
 

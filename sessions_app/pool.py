@@ -44,7 +44,7 @@ from django.db import IntegrityError, close_old_connections, transaction
 from django.db.models import Count, F
 from django.utils import timezone
 
-from sessions_app import provisioning, quotas
+from sessions_app import engine, quotas
 from sessions_app.models import Node, PoolNode, Session
 
 if TYPE_CHECKING:
@@ -108,14 +108,14 @@ async def _discard(container_id: str, row_filter: dict[str, object]) -> None:
     """Remove a pool container and the row matching ``row_filter``; failures are left to
     the keeper and the reaper."""
     with contextlib.suppress(Exception):
-        await provisioning.run(provisioning.remove_node, container_id)
+        await engine.run(engine.remove_node, container_id)
     with contextlib.suppress(Exception):
         await PoolNode.objects.filter(**row_filter).adelete()
 
 
 async def take(
     session: Session, node_name: str, image: str | None = None
-) -> provisioning.NodeHandle | None:
+) -> engine.NodeHandle | None:
     """A warm node of ``image`` moved onto ``session``'s network as ``node_name``, or None.
 
     None means "start one cold": the pool is off or empty, holds no node of ``image``
@@ -135,29 +135,25 @@ async def take(
     container_id = row.container_id
     try:
         # Named for its session before it joins the network (see rename_container).
-        await provisioning.run(
-            provisioning.rename_container,
+        await engine.run(
+            engine.rename_container,
             container_id,
-            provisioning.container_name(session.short_id, node_name),
+            engine.container_name(session.short_id, node_name),
         )
-        ip = await provisioning.run(
-            provisioning.connect_node, container_id, session.network_name, node_name
-        )
-        await provisioning.run(provisioning.rename_node_host, container_id, node_name)
+        ip = await engine.run(engine.connect_node, container_id, session.network_name, node_name)
+        await engine.run(engine.rename_node_host, container_id, node_name)
     except Exception:
         # Whatever went wrong, a cold start is the answer; this container is spoiled.
         log.warning("pool node %s could not be taken; starting one cold", container_id[:12])
         with contextlib.suppress(Exception):
-            await provisioning.run(provisioning.remove_node, container_id)
+            await engine.run(engine.remove_node, container_id)
         await sync_to_async(_drop)(row)
         return None
     log.info("took pool node %s as %s of %s", container_id[:12], node_name, session)
-    return provisioning.NodeHandle(container_id, ip, {session.network_name: ip})
+    return engine.NodeHandle(container_id, ip, {session.network_name: ip})
 
 
-async def _take_prepared(
-    session: Session, node_name: str, image: str
-) -> provisioning.NodeHandle | None:
+async def _take_prepared(session: Session, node_name: str, image: str) -> engine.NodeHandle | None:
     """The node prepared for ``session`` as ``node_name``, handed out; None when there is
     none (or it turned out unusable, and was removed).
 
@@ -184,7 +180,7 @@ async def _take_prepared(
     ):
         return None
     try:
-        running = await provisioning.run(provisioning.container_status, row.container_id)
+        running = await engine.run(engine.container_status, row.container_id)
     except Exception:  # noqa: BLE001 - the cold start that follows reports the engine
         running = "unknown"
     if running != "running":
@@ -194,7 +190,7 @@ async def _take_prepared(
         await _discard(row.container_id, {"pk": row.pk})
         return None
     log.info("handed out pool node %s as %s of %s", row.container_id[:12], node_name, session)
-    return provisioning.NodeHandle(row.container_id, row.ip, {session.network_name: row.ip})
+    return engine.NodeHandle(row.container_id, row.ip, {session.network_name: row.ip})
 
 
 # --- attach ahead -------------------------------------------------------------------------
@@ -309,7 +305,7 @@ def _claim_for_session(session_id: str, now: datetime) -> PoolNode | None:
 
 
 async def _prepare(row: PoolNode, session: Session) -> None:
-    await provisioning.run(attach_ahead, row, session)
+    await engine.run(attach_ahead, row, session)
 
 
 def attach_ahead(row: PoolNode, session: Session) -> bool:
@@ -320,13 +316,11 @@ def attach_ahead(row: PoolNode, session: Session) -> bool:
     container_id, name = row.container_id, row.node_name
     done = 0
     try:
-        provisioning.rename_container(
-            container_id, provisioning.container_name(session.short_id, name)
-        )
-        ip = provisioning.connect_node(container_id, session.network_name, name)
+        engine.rename_container(container_id, engine.container_name(session.short_id, name))
+        ip = engine.connect_node(container_id, session.network_name, name)
         # This also starts the held-back login shell, under its final name: a prepared
         # node is only ever handed out as ``name``, so the first prompt stays right.
-        provisioning.rename_node_host(container_id, name)
+        engine.rename_node_host(container_id, name)
         done = PoolNode.objects.filter(
             pk=row.pk, session_id=session.pk, prepared_at__isnull=True
         ).update(prepared_at=timezone.now(), ip=ip)
@@ -337,7 +331,7 @@ def attach_ahead(row: PoolNode, session: Session) -> bool:
             log.info("prepared pool node %s as %s of %s", container_id[:12], name, session)
             return True
         with contextlib.suppress(Exception):
-            provisioning.remove_node(container_id)
+            engine.remove_node(container_id)
         with contextlib.suppress(Exception):
             PoolNode.objects.filter(pk=row.pk, prepared_at__isnull=True).delete()
         return False
@@ -383,7 +377,7 @@ class Keeper:
         while not stop.is_set():
             try:
                 self.run_once()
-            except provisioning.EngineError as exc:
+            except engine.EngineError as exc:
                 log.warning("pool pass failed: %s", exc)
                 stop.wait(5)
             except Exception:
@@ -426,14 +420,14 @@ class Keeper:
     def _start_one(self) -> bool:
         hostname = placeholder_name()
         try:
-            handle = provisioning.create_node(
+            handle = engine.create_node(
                 None,
                 hostname,
                 None,
-                role=provisioning.ROLE_POOL,
-                name=provisioning.container_name(hostname),
+                role=engine.ROLE_POOL,
+                name=engine.container_name(hostname),
             )
-        except provisioning.EngineError as exc:
+        except engine.EngineError as exc:
             log.warning("could not start a pool node: %s", exc)
             return False
         try:
@@ -443,7 +437,7 @@ class Keeper:
                 ready_at=timezone.now(),
             )
         except Exception:
-            provisioning.remove_node(handle.container_id)
+            engine.remove_node(handle.container_id)
             raise
         finally:
             close_old_connections()
@@ -458,8 +452,8 @@ class Keeper:
         rows = list(PoolNode.objects.all())
         containers = {
             c["Id"]: c
-            for c in provisioning.list_objects().containers
-            if (c.get("Labels") or {}).get(provisioning.LABEL_ROLE) == provisioning.ROLE_POOL
+            for c in engine.list_objects().containers
+            if (c.get("Labels") or {}).get(engine.LABEL_ROLE) == engine.ROLE_POOL
         }
         known = {row.container_id for row in rows}
         # Only a node of an active session keeps its container: the node rows of an ended
@@ -484,11 +478,11 @@ class Keeper:
                 if row.claimed_at < now - CLAIM_GRACE:
                     # The node was removed, its session ended, or a take was abandoned.
                     log.info("removing pool node %s: no node has it", row.container_id[:12])
-                    provisioning.remove_node(row.container_id)
+                    engine.remove_node(row.container_id)
                     _drop(row)
             elif container is None or container.get("State") != "running":
                 log.info("removing pool node %s: container gone", row.container_id[:12])
-                provisioning.remove_node(row.container_id)
+                engine.remove_node(row.container_id)
                 _drop(row)
             elif row.image != settings.PWD_NODE_IMAGE:
                 self._retire(row, "another image")
@@ -509,7 +503,7 @@ class Keeper:
                 and created < now - START_GRACE
             ):
                 log.info("removing pool container %s: no row has it", container_id[:12])
-                provisioning.remove_node(container_id)
+                engine.remove_node(container_id)
 
     def _reconcile_prepared(
         self, row: PoolNode, container: dict | None, active: set[str], now: datetime
@@ -536,7 +530,7 @@ class Keeper:
         ).delete()
         if deleted:
             log.info("removing prepared pool node %s: %s", row.container_id[:12], why)
-            provisioning.remove_node(row.container_id)
+            engine.remove_node(row.container_id)
 
     def _retire(self, row: PoolNode, why: str) -> None:
         # Claim it first, so no web process takes it while it is being removed.
@@ -544,7 +538,7 @@ class Keeper:
             claimed_at=timezone.now()
         ):
             log.info("removing pool node %s: %s", row.container_id[:12], why)
-            provisioning.remove_node(row.container_id)
+            engine.remove_node(row.container_id)
             _drop(row)
 
 

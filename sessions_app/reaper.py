@@ -26,7 +26,7 @@ from django.db import close_old_connections
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from sessions_app import events, pool, provisioning, services
+from sessions_app import engine, events, pool, services
 from sessions_app.models import Node, PoolNode, Session
 
 log = logging.getLogger(__name__)
@@ -143,7 +143,7 @@ class Reaper:
             try:
                 # A pool node being attached ahead finishes first (see pool).
                 pool.wait_for_preparation_sync(session_id)
-                provisioning.remove_session_objects(session_id)
+                engine.remove_session_objects(session_id)
             except Exception:
                 Session.objects.filter(pk=session_id).update(cleaned_at=None)
                 raise
@@ -155,7 +155,7 @@ class Reaper:
     def reconcile(self, report: PassReport, now: datetime) -> None:
         # The engine first, the database second: a node row is written before its
         # container exists, so every listed container's row is already visible.
-        objects = provisioning.list_objects()
+        objects = engine.list_objects()
         active = set(Session.objects.active(now).values_list("pk", flat=True))
         rows = {
             (node.session_id, node.name): node
@@ -177,23 +177,21 @@ class Reaper:
         self._mark_lost_nodes(report, rows, running)
 
         for network in objects.networks:
-            session_id = _labels(network).get(provisioning.LABEL_SESSION)
-            if session_id not in active and _attempt(
-                report, provisioning.remove_network, network["Id"]
-            ):
+            session_id = _labels(network).get(engine.LABEL_SESSION)
+            if session_id not in active and _attempt(report, engine.remove_network, network["Id"]):
                 report.removed_networks.append(network.get("Name", network["Id"]))
 
         for volume in objects.volumes:
             created = _parse_time(volume.get("CreatedAt"))
             if volume["Name"] in mounted or (created and now - created < VOLUME_GRACE):
                 continue
-            if _attempt(report, provisioning.remove_volume, volume["Name"]):
+            if _attempt(report, engine.remove_volume, volume["Name"]):
                 report.removed_volumes.append(volume["Name"])
 
         # Node disks no container claims (of any instance: they share the folder).
-        report.removed_disks.extend(provisioning.remove_unused_disks())
+        report.removed_disks.extend(engine.remove_unused_disks())
         # Ports of nodes gone since the last join leave the anti-spoofing table.
-        provisioning.guard_gateway()
+        engine.guard_gateway()
 
     def _orphan_reason(
         self,
@@ -205,20 +203,20 @@ class Reaper:
     ) -> str | None:
         """Why a labelled container should go, or None when the database accounts for it."""
         labels = _labels(container)
-        role = labels.get(provisioning.LABEL_ROLE)
+        role = labels.get(engine.LABEL_ROLE)
         age = now - datetime.fromtimestamp(container.get("Created", 0), tz=UTC)
-        if role == provisioning.ROLE_POOL:
+        if role == engine.ROLE_POOL:
             if container["Id"] not in pool_ids and age > POOL_GRACE:
                 return "pool container without a pool row"
             return None
-        if role == provisioning.ROLE_PROBE:
+        if role == engine.ROLE_PROBE:
             return "stale probe" if age > PROBE_GRACE else None
-        if role != provisioning.ROLE_NODE:
+        if role != engine.ROLE_NODE:
             return f"unknown role {role!r}"
-        session_id = labels.get(provisioning.LABEL_SESSION)
+        session_id = labels.get(engine.LABEL_SESSION)
         if session_id not in active:
             return "its session is unknown or has ended"
-        node = rows.get((session_id, labels.get(provisioning.LABEL_NODE, "")))
+        node = rows.get((session_id, labels.get(engine.LABEL_NODE, "")))
         if node is None:
             return "no node row"
         if node.status == Node.Status.STARTING:
@@ -241,8 +239,8 @@ class Reaper:
             for container in containers:
                 labels = _labels(container)
                 if (
-                    labels.get(provisioning.LABEL_SESSION) == session_id
-                    and labels.get(provisioning.LABEL_NODE) == name
+                    labels.get(engine.LABEL_SESSION) == session_id
+                    and labels.get(engine.LABEL_NODE) == name
                 ):
                     self._remove(report, container, "its node never finished starting")
             Node.objects.filter(pk=node.pk, status=Node.Status.STARTING).delete()
@@ -254,9 +252,9 @@ class Reaper:
             if node.status != Node.Status.RUNNING or node.container_id in running:
                 continue
             # Look again: the listing is a moment old and the node may have just started.
-            if provisioning.container_status(node.container_id) == "running":
+            if engine.container_status(node.container_id) == "running":
                 continue
-            provisioning.remove_node(node.container_id)
+            engine.remove_node(node.container_id)
             if node.mark_gone():
                 events.publish_sync(node.session_id, {"type": "node.gone", "name": node.name})
                 report.gone_nodes.append(f"{node.session_id[:6]}/{node.name}")
@@ -267,12 +265,12 @@ class Reaper:
         log.info(
             "removing container %s (%s %s/%s): %s",
             container["Id"][:12],
-            labels.get(provisioning.LABEL_ROLE),
-            (labels.get(provisioning.LABEL_SESSION) or "-")[:6],
-            labels.get(provisioning.LABEL_NODE, "-"),
+            labels.get(engine.LABEL_ROLE),
+            (labels.get(engine.LABEL_SESSION) or "-")[:6],
+            labels.get(engine.LABEL_NODE, "-"),
             why,
         )
-        if _attempt(report, provisioning.remove_node, container["Id"]):
+        if _attempt(report, engine.remove_node, container["Id"]):
             report.removed_containers.append(container["Id"])
 
 
@@ -280,7 +278,7 @@ def _attempt(report: PassReport, remove: Any, object_id: str) -> bool:
     """Run one idempotent removal; a failure is logged and retried on the next pass."""
     try:
         remove(object_id)
-    except provisioning.EngineError as exc:
+    except engine.EngineError as exc:
         log.warning("could not remove %s: %s", object_id[:12], exc)
         report.errors.append(f"{remove.__name__} {object_id[:12]}: {exc}")
         return False

@@ -11,7 +11,7 @@ from django.conf import settings
 from ninja import Field, Schema
 from pydantic import ConfigDict, StrictStr
 
-from sessions_app.provisioning import EXEC_MAX_TIMEOUT
+from sessions_app.engine import EXEC_MAX_TIMEOUT
 
 DEFAULT_EXEC_TIMEOUT = 30
 

@@ -1,7 +1,7 @@
 """Orchestration of sessions and nodes: what the API views (and the reaper) call.
 
 Views stay thin: they parse and validate, call one function here, and render. Engine
-calls go through :mod:`sessions_app.provisioning` on its thread pool; the ORM through
+calls go through :mod:`sessions_app.engine` on its thread pool; the ORM through
 its async API. Node acquisition is a single function, :func:`acquire_node`, so a warm
 pool can be plugged in there without touching the rest.
 """
@@ -9,16 +9,19 @@ pool can be plugged in there without touching the rest.
 import asyncio
 import logging
 import math
+from collections.abc import Awaitable
+from typing import TypeVar
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from sessions_app import events, pool, provisioning, quotas
+from sessions_app import engine, events, pool, quotas
+from sessions_app.engine import ExecResult, NodeHandle
 from sessions_app.errors import BadRequest, Conflict, NotFound, TooManyRequests
+from sessions_app.errors import NodeGone as ApiNodeGone
 from sessions_app.models import Node, PoolNode, Session
-from sessions_app.provisioning import ExecResult, NodeHandle
 from sessions_app.serialize import node_data
 from sessions_app.turns import Turns
 
@@ -31,6 +34,7 @@ EXEC_WAITING_MAX = 64
 EXEC_RETRY_AFTER = 5
 
 _exec_turns = Turns()
+T = TypeVar("T")
 
 
 # --- sessions ---------------------------------------------------------------------------
@@ -48,7 +52,7 @@ async def create_session(client_key: str = "") -> Session:
     """
     session = await sync_to_async(_admit_session)(client_key)
     try:
-        name, network_id = await provisioning.run(provisioning.create_session_network, session.id)
+        name, network_id = await engine.run(engine.create_session_network, session.id)
     except BaseException:
         await Session.objects.filter(pk=session.pk).adelete()
         await _remove_quietly(session.id)
@@ -90,7 +94,7 @@ async def end_session(session: Session, reason: str = "deleted") -> None:
         await events.publish(session.id, {"type": "session.ended", "reason": reason})
     # Ended, so nothing new is attached ahead; one under way finishes first.
     await pool.wait_for_preparation(session.id)
-    await provisioning.run(provisioning.remove_session_objects, session.id)
+    await engine.run(engine.remove_session_objects, session.id)
     await sync_to_async(mark_cleaned)(session.id)
 
 
@@ -104,8 +108,8 @@ def mark_cleaned(session_id: str) -> None:
 
 async def _remove_quietly(session_id: str) -> None:
     try:
-        await provisioning.run(provisioning.remove_session_objects, session_id)
-    except provisioning.EngineError:
+        await engine.run(engine.remove_session_objects, session_id)
+    except engine.EngineError:
         log.warning("could not remove what session %s left; the reaper will", session_id[:6])
 
 
@@ -122,13 +126,13 @@ async def acquire_node(session: Session, name: str, image: str) -> NodeHandle:
     handle = await pool.take(session, name, image)
     if handle is not None:
         return handle
-    return await provisioning.run(
-        provisioning.create_node,
+    return await engine.run(
+        engine.create_node,
         session.id,
         name,
         session.network_name,
         image,
-        name=provisioning.container_name(session.short_id, name),
+        name=engine.container_name(session.short_id, name),
     )
 
 
@@ -194,7 +198,7 @@ async def _start_reserved(session: Session, node: Node) -> Node:
     # The session may have ended while the node started; its clean-up may have run
     # before this container existed, so this side removes it.
     if not updated or not await Session.objects.active().filter(pk=session.pk).aexists():
-        await provisioning.run(provisioning.remove_node, handle.container_id)
+        await engine.run(engine.remove_node, handle.container_id)
         await Node.objects.filter(pk=node.pk).adelete()
         raise NotFound(SESSION_NOT_FOUND, "session_not_found")
     await events.publish(session.id, {"type": "node.added", "node": node_data(node)})
@@ -208,12 +212,48 @@ async def get_node(session: Session, name: str) -> Node:
         raise NotFound(f"This session has no node called {name}.", "node_not_found") from None
 
 
+def _gone(node: Node) -> ApiNodeGone:
+    return ApiNodeGone(
+        f"{node.name} is gone: its container was removed. Remove it and add another.",
+    )
+
+
+async def running_node(session: Session, name: str) -> Node:
+    """The session's node ``name``, when it runs: 404 without such a node, 410 when it
+    is gone, 409 while it starts."""
+    node = await get_node(session, name)
+    if node.status == Node.Status.GONE:
+        raise _gone(node)
+    if node.status != Node.Status.RUNNING:
+        raise Conflict(f"{name} is {node.status}, not running.", "node_not_running")
+    return node
+
+
+async def mark_gone(node: Node) -> bool:
+    """Record that the engine lost ``node``; viewers hear ``node.gone`` once, whoever
+    (the reaper, an exec, a terminal) noticed first. Returns False when already marked."""
+    if not await sync_to_async(node.mark_gone)():
+        return False
+    await events.publish(node.session_id, {"type": "node.gone", "name": node.name})
+    return True
+
+
+async def on_node(node: Node, call: Awaitable[T]) -> T:
+    """Await an engine ``call`` on ``node``; when the node turns out to be gone it is
+    marked so and the API answers 410 ``node_gone``."""
+    try:
+        return await call
+    except engine.NodeGone:
+        await mark_gone(node)
+        raise _gone(node) from None
+
+
 async def remove_node(session: Session, name: str) -> None:
     """Remove the node's container and volume, then its row; announce it once."""
     node = await get_node(session, name)
     if node.status == Node.Status.STARTING:
         raise Conflict(f"{name} is still starting; try again in a moment.", "node_starting")
-    await provisioning.run(provisioning.remove_node, node.container_id)
+    await engine.run(engine.remove_node, node.container_id)
     deleted, _ = await Node.objects.filter(pk=node.pk).adelete()
     if deleted:
         await events.publish(session.id, {"type": "node.removed", "name": name})
@@ -228,9 +268,7 @@ async def exec_in_node(
     further ones wait for a turn (the time limit starts when the command does), and past
     EXEC_WAITING_MAX waiting the call raises TooManyRequests.
     """
-    node = await get_node(session, name)
-    if node.status != Node.Status.RUNNING:
-        raise Conflict(f"{name} is {node.status}, not running.", "node_not_running")
+    node = await running_node(session, name)
     limit = settings.PWD_EXEC_PER_SESSION
     if _exec_turns.running(session.pk) >= limit and (
         _exec_turns.waiting(session.pk) >= EXEC_WAITING_MAX
@@ -241,14 +279,17 @@ async def exec_in_node(
             "too_many_execs",
             retry_after=EXEC_RETRY_AFTER,
         )
-    return await _exec_turns.run(
-        session.pk,
-        limit,
-        lambda: provisioning.run_exec(
-            provisioning.exec_in_node,
-            node.container_id,
-            command,
-            math.ceil(time_limit),
-            settings.PWD_EXEC_MAX_OUTPUT,
+    return await on_node(
+        node,
+        _exec_turns.run(
+            session.pk,
+            limit,
+            lambda: engine.run_exec(
+                engine.exec_in_node,
+                node.container_id,
+                command,
+                math.ceil(time_limit),
+                settings.PWD_EXEC_MAX_OUTPUT,
+            ),
         ),
     )

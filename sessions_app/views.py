@@ -114,6 +114,7 @@ async def remove_node(request: HttpRequest, session_id: str, name: str) -> Statu
     response={
         200: schemas.ExecResult,
         409: Error,
+        410: Error,
         429: Error,
         **ON_SESSION,
         **TAKES_BODY,

@@ -15,8 +15,9 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
+from sessions_app import services
+from sessions_app.engine import EngineError, NodeGone
 from sessions_app.models import Node, Session
-from sessions_app.provisioning import EngineError
 from terminals import hub as hubs
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ class TerminalConsumer(AsyncWebsocketConsumer):
         self.node_name: str = kwargs["node"]
         self.client: hubs.Client | None = None
         self.session: Session | None = None
+        self.node: Node | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._last_touch = 0.0
         await self.accept()
@@ -76,14 +78,19 @@ class TerminalConsumer(AsyncWebsocketConsumer):
         if session is None:
             await self._fail("not_found", "no such session, or it has ended", CLOSE_NOT_FOUND)
             return
-        if node is None or node.status == Node.Status.GONE or not node.container_id:
+        if node is None or not node.container_id:
             await self._fail("not_found", f"no node {self.node_name} here", CLOSE_NOT_FOUND)
             return
+        if node.status == Node.Status.GONE:
+            await self._fail("node_gone", f"{self.node_name} is gone", CLOSE_GONE)
+            return
         self.session = session
+        self.node = node
         try:
             hub = await hubs.get_hub(node.container_id)
-        except hubs.NodeGone:
-            await self._fail("node_gone", f"{self.node_name} is gone", CLOSE_NOT_FOUND)
+        except NodeGone:
+            await services.mark_gone(node)
+            await self._fail("node_gone", f"{self.node_name} is gone", CLOSE_GONE)
             return
         except EngineError as exc:
             log.warning("terminal of %s: %s", node, exc)
@@ -190,6 +197,8 @@ class TerminalConsumer(AsyncWebsocketConsumer):
     def _node_gone(self) -> None:
         """Called by the hub when the container disappeared under the terminal."""
         self.client = None
+        if self.node is not None:
+            self._spawn(services.mark_gone(self.node))
         self._spawn(self._fail("node_gone", f"{self.node_name} is gone", CLOSE_GONE))
 
     async def _keepalive(self) -> None:

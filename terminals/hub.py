@@ -24,8 +24,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sessions_app import provisioning_tty as tty
-from sessions_app.provisioning import EngineError
+from sessions_app.engine import EngineError, NodeGone, tty
 from terminals.screen import Emulator
 
 log = logging.getLogger(__name__)
@@ -65,10 +64,6 @@ DEFAULT_SIZE = (80, 24)
 
 Sender = Callable[[bytes], Awaitable[None]]
 JsonSender = Callable[[dict[str, Any]], Awaitable[None]]
-
-
-class NodeGone(EngineError):
-    """The node's container is gone; its terminal cannot come back."""
 
 
 def _safe_cut(data: bytes | bytearray, limit: int) -> int:
@@ -209,10 +204,7 @@ class Hub:
 
     async def start(self) -> None:
         """Attach, replay what the engine's log holds, then follow live output."""
-        try:
-            self._stream = await tty.attach_tty(self.container_id, logs=True)
-        except tty.ContainerMissing as exc:
-            raise NodeGone(str(exc)) from exc
+        self._stream = await tty.attach_tty(self.container_id, logs=True)
         await self._replay()
         # The engine's log holds back a last line without a newline (often the prompt),
         # and after a restart the replay may be partial: changing the size makes the
@@ -445,7 +437,7 @@ class Hub:
                 if not await tty.container_running(self.container_id):
                     return False
                 stream = await tty.attach_tty(self.container_id, logs=False)
-            except tty.ContainerMissing:
+            except NodeGone:
                 return False
             except EngineError as exc:
                 log.info("reattaching %s: %s", self.container_id[:12], exc)

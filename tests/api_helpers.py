@@ -67,8 +67,8 @@ class Sessions:
         return data
 
     async def close(self) -> None:
-        from sessions_app import provisioning
+        from sessions_app import engine
 
         for session_id in self.ids:
             await self.client.delete(f"/api/sessions/{session_id}/")
-            await provisioning.run(provisioning.remove_session_objects, session_id)
+            await engine.run(engine.remove_session_objects, session_id)

@@ -31,15 +31,15 @@ def _run_instance():
 
 @pytest.fixture(scope="session")
 def engine(_run_instance):
-    """The provisioning module, once the engine and the node image are known to be there."""
-    from sessions_app import provisioning
+    """The engine package, once the engine and the node image are known to be there."""
+    from sessions_app import engine
 
-    if not provisioning.ping():
+    if not engine.ping():
         missing("no Docker engine answers (make test starts one)")
-    if not provisioning.image_exists(settings.PWD_NODE_IMAGE):
+    if not engine.image_exists(settings.PWD_NODE_IMAGE):
         missing(f"the node image {settings.PWD_NODE_IMAGE} is missing (make test builds it)")
-    yield provisioning
-    _remove_everything(provisioning)
+    yield engine
+    _remove_everything(engine)
 
 
 @pytest.fixture
@@ -85,18 +85,18 @@ def session(engine):
     engine.remove_session_objects(session.id)
 
 
-def _remove_everything(provisioning) -> None:
+def _remove_everything(engine) -> None:
     try:
-        objects = provisioning.list_objects()
-    except provisioning.EngineError:
+        objects = engine.list_objects()
+    except engine.EngineError:
         return
     for container in objects.containers:
-        provisioning.remove_node(container["Id"])
-    for volume in provisioning.list_objects().volumes:
-        provisioning.remove_volume(volume["Name"])
+        engine.remove_node(container["Id"])
+    for volume in engine.list_objects().volumes:
+        engine.remove_volume(volume["Name"])
     for network in objects.networks:
-        with contextlib.suppress(provisioning.EngineError):
-            provisioning.remove_network(network["Id"])
+        with contextlib.suppress(engine.EngineError):
+            engine.remove_network(network["Id"])
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -106,14 +106,14 @@ def pytest_runtest_makereport(item, call):
     report = outcome.get_result()
     if report.when != "call" or not report.failed or "engine" not in item.fixturenames:
         return
-    from sessions_app import provisioning
+    from sessions_app import engine
 
     try:
-        containers = provisioning.list_objects().containers
+        containers = engine.list_objects().containers
     except Exception as exc:  # noqa: BLE001 - diagnostics must not mask the failure
         report.sections.append(("engine state", f"could not list containers: {exc}"))
         return
     text = "\n\n".join(
-        f"{c['Id'][:12]} {c.get('Labels')}\n{provisioning.describe(c['Id'])}" for c in containers
+        f"{c['Id'][:12]} {c.get('Labels')}\n{engine.describe(c['Id'])}" for c in containers
     )
     report.sections.append(("engine state", text or "no containers of this run"))

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from django.test import AsyncClient, RequestFactory
 
-from sessions_app import provisioning, quotas
+from sessions_app import engine, quotas
 from sessions_app.models import Node, Session
 from tests.api_helpers import ClientAt, add_node, error_of, post
 from tests.live_server import live_server
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def no_network(monkeypatch):
     """Sessions without an overlay network: these tests are about admission only."""
     monkeypatch.setattr(
-        provisioning, "create_session_network", lambda session_id: (f"net-{session_id}", "id")
+        engine, "create_session_network", lambda session_id: (f"net-{session_id}", "id")
     )
 
 

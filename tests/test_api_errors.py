@@ -4,7 +4,7 @@ out of state-changing calls, listed origins get CORS answers."""
 import pytest
 from django.test import AsyncClient
 
-from sessions_app import provisioning
+from sessions_app import engine
 from sessions_app.models import Session
 from tests.api_helpers import error_of, post
 
@@ -50,9 +50,9 @@ async def test_a_disallowed_image_is_a_400_before_anything_starts():
 
 async def test_an_engine_that_does_not_answer_is_a_json_503(monkeypatch):
     def refuse(session_id):
-        raise provisioning.EngineUnavailable("the Docker engine does not answer")
+        raise engine.EngineUnavailable("the Docker engine does not answer")
 
-    monkeypatch.setattr(provisioning, "create_session_network", refuse)
+    monkeypatch.setattr(engine, "create_session_network", refuse)
     response = await post(AsyncClient(), "/api/sessions/")
 
     assert response.status_code == 503

@@ -10,7 +10,7 @@ import json
 import pytest
 from django.test import AsyncClient
 
-from sessions_app import provisioning
+from sessions_app import engine
 from sessions_app.models import Node, Session
 from tests.api_helpers import error_of
 from tests.test_terminal_consumer import _open, container, node  # noqa: F401 - fixtures
@@ -91,9 +91,7 @@ HTTP_CASES = [
 @pytest.fixture
 async def ids(monkeypatch):
     """A live session (no network needed: nothing here may reach the engine) and an ended one."""
-    monkeypatch.setattr(
-        provisioning, "create_session_network", lambda session_id: ("unused", "unused")
-    )
+    monkeypatch.setattr(engine, "create_session_network", lambda session_id: ("unused", "unused"))
     live = await Session.objects.acreate()
     ended = await Session.objects.acreate()
     await Session.objects.filter(pk=ended.pk).aupdate(ended_at=ended.created_at)

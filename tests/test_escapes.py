@@ -55,13 +55,12 @@ def profile(request, engine):
         wanted = engine.settings.PWD_NODE_PROFILE
         engine.settings.PWD_NODE_PROFILE = request.param
         try:
-            forced = engine._detect_profile()
+            forced = engine.detect_profile()
         finally:
             engine.settings.PWD_NODE_PROFILE = wanted
-    saved = engine._profile
-    engine._profile = forced
+    saved = engine.use_profile(forced)
     yield forced
-    engine._profile = saved
+    engine.use_profile(saved)
 
 
 # Named cgroup v1 hierarchies a test may have made (from a node where the route is open).

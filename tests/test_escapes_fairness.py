@@ -14,7 +14,7 @@ from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from django.test import AsyncClient
 
-from sessions_app import pool, provisioning, services
+from sessions_app import engine, pool, services
 from sessions_app.models import Node, PoolNode, Session
 from terminals import hub as hubs
 from tests.api_helpers import ClientAt, add_node, create_session, error_of, post, run
@@ -104,9 +104,9 @@ async def fake_exec(monkeypatch):
     async def run_exec(func, container_id, command, *args):
         started.append(command[-1])
         await release.wait()
-        return provisioning.ExecResult(0, command[-1], False, False)
+        return engine.ExecResult(0, command[-1], False, False)
 
-    monkeypatch.setattr(provisioning, "run_exec", run_exec)
+    monkeypatch.setattr(engine, "run_exec", run_exec)
     session = await Session.objects.acreate()
     await Node.objects.acreate(
         session=session, name="node1", hostname="node1", status=Node.Status.RUNNING
@@ -159,11 +159,11 @@ def no_engine(monkeypatch):
     """Sessions without an overlay network and nodes without containers: these tests are
     about admission only."""
     monkeypatch.setattr(
-        provisioning, "create_session_network", lambda session_id: (f"net-{session_id}", "id")
+        engine, "create_session_network", lambda session_id: (f"net-{session_id}", "id")
     )
 
     async def acquire_node(session, name, image):
-        return provisioning.NodeHandle(f"fake-{session.pk}-{name}", "10.0.0.9")
+        return engine.NodeHandle(f"fake-{session.pk}-{name}", "10.0.0.9")
 
     monkeypatch.setattr(services, "acquire_node", acquire_node)
 

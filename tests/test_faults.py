@@ -4,6 +4,7 @@ is stopped in a finally. docs/reliability.md lists each fault with its expected 
 """
 
 import concurrent.futures
+import contextlib
 import json
 import subprocess
 import time
@@ -230,3 +231,39 @@ def test_a_node_removed_from_outside_is_shown_gone_to_its_terminal_and_the_api(e
     assert terminal.ws.close_code == 4410
     assert after["status"] == "gone"
     assert still["id"] == session["id"]  # the session itself lives on
+
+
+def test_a_node_removed_from_outside_answers_node_gone_everywhere_and_is_marked_once(
+    engine, tmp_path
+):
+    """No reaper pass: the exec that meets the vanished container marks the node gone
+    (one ``node.gone`` for viewers), and a terminal opened after it is closed with 4410."""
+    with restartable_server(tmp_path) as server:
+        session = _created(server, "/api/sessions/")
+        sid = session["id"]
+        _created(server, f"/api/sessions/{sid}/nodes/")
+        events_url = server.url.replace("http", "ws") + f"/ws/sessions/{sid}/events/"
+        with websockets.sync.client.connect(events_url, open_timeout=20) as events:
+            engine.client().api.remove_container(_container_of(server, sid), force=True)
+
+            exec_path = f"/api/sessions/{sid}/nodes/node1/exec/"
+            first = server.request("POST", exec_path, {"command": ["true"]})
+            again = server.request("POST", exec_path, {"command": ["true"]})
+            _, listed = server.request("GET", f"/api/sessions/{sid}/nodes/node1/")
+            terminal = WsTerminal(server, f"/ws/sessions/{sid}/nodes/node1/terminal/")
+            terminal.until(lambda t: t.closed, within=20)
+            heard = []
+            with contextlib.suppress(TimeoutError):
+                while True:
+                    heard.append(json.loads(events.recv(timeout=2)))
+        server.request("DELETE", f"/api/sessions/{sid}/")
+
+    assert first[0] == 410, first
+    assert first[1]["error"]["code"] == "node_gone"
+    assert again == first
+    assert listed["status"] == "gone"
+    assert {"type": "error", "code": "node_gone", "message": "node1 is gone"} in terminal.messages
+    assert terminal.ws.close_code == 4410
+    assert [e for e in heard if e.get("type") == "node.gone"] == [
+        {"type": "node.gone", "name": "node1"}
+    ]

@@ -1,6 +1,6 @@
 """The asynchronous half of the Docker boundary: a node's TTY for the terminal path.
 
-:mod:`sessions_app.provisioning` is blocking (docker-py). The terminal path must never
+:mod:`sessions_app.engine` is blocking (docker-py). The terminal path must never
 block the event loop, so this module speaks the engine's HTTP API itself over
 ``asyncio`` streams: attaching to a container is a plain HTTP upgrade, after which the
 connection is a raw byte stream (no frame headers, because nodes run with a TTY).
@@ -16,15 +16,11 @@ import os
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
-from sessions_app.provisioning import EngineError, EngineUnavailable
+from sessions_app.engine import EngineError, EngineUnavailable, NodeGone
 
 DEFAULT_SOCKET = "/var/run/docker.sock"
 # A request/response call that takes longer than this means the engine is in trouble.
 REQUEST_TIMEOUT = 15.0
-
-
-class ContainerMissing(EngineError):
-    """The engine does not know the container (the node is gone)."""
 
 
 @dataclass(frozen=True)
@@ -158,7 +154,7 @@ async def attach_tty(container_id: str, *, logs: bool) -> TTYStream:
     With ``logs`` the engine first replays what its json-file log still holds of the
     TTY's output (capped at 1 MiB per node), then streams live output.
 
-    Raises ContainerMissing when the engine does not know the container, EngineError
+    Raises NodeGone when the engine does not know the container, EngineError
     when it refuses, EngineUnavailable when it does not answer.
     """
     query = "stream=1&stdin=1&stdout=1&stderr=1" + ("&logs=1" if logs else "")
@@ -176,16 +172,16 @@ async def attach_tty(container_id: str, *, logs: bool) -> TTYStream:
         raise
     writer.close()
     if status == 404:
-        raise ContainerMissing(_error_message(body))
+        raise NodeGone(_error_message(body))
     raise EngineError(f"could not attach to the node: {_error_message(body)}")
 
 
 async def resize_tty(container_id: str, cols: int, rows: int) -> None:
-    """Set the TTY size of a container. Raises ContainerMissing when it is gone."""
+    """Set the TTY size of a container. Raises NodeGone when it is gone."""
     path = f"/containers/{quote(container_id, safe='')}/resize?h={int(rows)}&w={int(cols)}"
     status, body = await _call("POST", path)
     if status == 404:
-        raise ContainerMissing(_error_message(body))
+        raise NodeGone(_error_message(body))
     if status >= 400:
         raise EngineError(f"could not resize the terminal: {_error_message(body)}")
 
