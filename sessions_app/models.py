@@ -13,6 +13,17 @@ def new_session_id() -> str:
     return secrets.token_urlsafe(24)
 
 
+PORT_TOKEN_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
+PORT_TOKEN_LENGTH = 16
+
+
+def new_port_token() -> str:
+    """The session's name in port URLs: DNS-safe (lower case, digits; host names are
+    case-insensitive and may not hold ``_``), about 82 random bits, and not the session
+    id, so a shared link to a trainee's web app grants its ports, never its terminals."""
+    return "".join(secrets.choice(PORT_TOKEN_ALPHABET) for _ in range(PORT_TOKEN_LENGTH))
+
+
 class SessionQuerySet(models.QuerySet):
     def active(self, now: datetime | None = None) -> "SessionQuerySet":
         """Sessions that have not ended and are within both lifetime and idle limits."""
@@ -61,6 +72,8 @@ class Session(models.Model):
     # A keyed hash of the creating client's address (never the address itself), for
     # the per-address creation rate (sessions_app.quotas).
     client_key = models.CharField(max_length=32, blank=True)
+    # The session in port URLs (<token>-<node>-<port>.<PWD_PORTS_DOMAIN>); see ports.
+    port_token = models.CharField(max_length=32, unique=True, default=new_port_token)
 
     objects = SessionQuerySet.as_manager()
 
