@@ -74,6 +74,9 @@ class Session(models.Model):
     client_key = models.CharField(max_length=32, blank=True)
     # The session in port URLs (<token>-<node>-<port>.<PWD_PORTS_DOMAIN>); see ports.
     port_token = models.CharField(max_length=32, unique=True, default=new_port_token)
+    # Set while a swarm setup (sessions_app.setup) runs: the claim that makes a second
+    # setup at once answer 409, whichever process it reaches.
+    setup_started_at = models.DateTimeField(null=True, blank=True)
 
     objects = SessionQuerySet.as_manager()
 
@@ -97,12 +100,22 @@ class Session(models.Model):
         return f"/p/{self.id}/"
 
     @property
+    def hard_expires_at(self) -> datetime:
+        """The end of the session's lifetime: the hard maximum, which nothing moves."""
+        return self.created_at + timedelta(seconds=settings.PWD_SESSION_LIFETIME)
+
+    @property
     def expires_at(self) -> datetime:
         """The earlier of the hard lifetime limit and the idle limit."""
         return min(
-            self.created_at + timedelta(seconds=settings.PWD_SESSION_LIFETIME),
+            self.hard_expires_at,
             self.last_activity_at + timedelta(seconds=settings.PWD_IDLE_TIMEOUT),
         )
+
+    def at_maximum(self) -> bool:
+        """Whether the idle limit already reaches the hard end, so nothing can extend it."""
+        idle_end = self.last_activity_at + timedelta(seconds=settings.PWD_IDLE_TIMEOUT)
+        return idle_end >= self.hard_expires_at
 
     def is_active(self, now: datetime | None = None) -> bool:
         return self.ended_at is None and (now or timezone.now()) < self.expires_at
@@ -113,18 +126,59 @@ class Session(models.Model):
         Writes at most once a second per session and never revives an ended one.
         """
         now = now or timezone.now()
+        self._record_activity(now, since=now - timedelta(seconds=1))
+
+    def extend(self, now: datetime | None = None) -> bool:
+        """Push the idle limit to ``now + PWD_IDLE_TIMEOUT`` (never the hard end).
+
+        Returns False, changing nothing, when the session is at its maximum (see
+        :meth:`at_maximum`) or has ended meanwhile.
+        """
+        now = now or timezone.now()
+        if self.at_maximum():
+            return False
+        return self._record_activity(now, since=now)
+
+    def _record_activity(self, now: datetime, since: datetime) -> bool:
+        """Set ``last_activity_at`` to ``now`` unless it is already at or past ``since``."""
         changes: dict[str, datetime | None] = {"last_activity_at": now}
         # Activity pushes back the idle limit, not the lifetime: a warning about the hard
         # end stays given, or an active trainee would be warned again on every pass.
-        lifetime_end = self.created_at + timedelta(seconds=settings.PWD_SESSION_LIFETIME)
-        if lifetime_end - now > timedelta(seconds=settings.PWD_EXPIRY_WARNING):
+        if self.hard_expires_at - now > timedelta(seconds=settings.PWD_EXPIRY_WARNING):
             changes["expiry_warned_at"] = None
         updated = Session.objects.filter(
-            pk=self.pk, ended_at__isnull=True, last_activity_at__lt=now - timedelta(seconds=1)
+            pk=self.pk, ended_at__isnull=True, last_activity_at__lt=since
         ).update(**changes)
         if updated:
             for name, value in changes.items():
                 setattr(self, name, value)
+        return bool(updated)
+
+    def claim_setup(self, stale_after: timedelta, now: datetime | None = None) -> bool:
+        """Claim the active session for a setup, in one conditional UPDATE: only while it
+        has no nodes and no other setup holds it (a claim older than ``stale_after`` was
+        abandoned by a process that died). Returns False when not claimed."""
+        now = now or timezone.now()
+        updated = (
+            Session.objects.active(now)
+            .filter(pk=self.pk)
+            .filter(
+                models.Q(setup_started_at__isnull=True)
+                | models.Q(setup_started_at__lt=now - stale_after)
+            )
+            .exclude(models.Exists(Node.objects.filter(session=models.OuterRef("pk"))))
+            .update(setup_started_at=now)
+        )
+        if updated:
+            self.setup_started_at = now
+        return bool(updated)
+
+    def release_setup(self) -> None:
+        """Drop this process's setup claim (not one a later setup took over)."""
+        Session.objects.filter(pk=self.pk, setup_started_at=self.setup_started_at).update(
+            setup_started_at=None
+        )
+        self.setup_started_at = None
 
     def end(self, now: datetime | None = None) -> bool:
         """Mark the session ended. Returns False when it had already ended."""
