@@ -42,6 +42,9 @@ class Session(Schema):
     url: str = Field(description="The session page, /p/<id>/")
     created_at: datetime
     expires_at: datetime = Field(description="The earlier of the lifetime and the idle limit")
+    hard_expires_at: datetime = Field(
+        description="The end of the lifetime (PWD_SESSION_LIFETIME), which nothing moves"
+    )
     max_nodes: int
     nodes: list[Node]
 

@@ -1,5 +1,6 @@
 """The JSON shapes of sessions and nodes, shared by the API views and the events."""
 
+from datetime import datetime
 from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
@@ -7,6 +8,11 @@ from django.core.serializers.json import DjangoJSONEncoder
 from sessions_app.models import Node, Session
 
 _encoder = DjangoJSONEncoder()
+
+
+def timestamp(value: datetime) -> str:
+    """A time as the API writes it: ISO 8601, UTC, milliseconds, ``Z``."""
+    return _encoder.default(value)
 
 
 def node_data(node: Node) -> dict[str, Any]:
@@ -27,6 +33,7 @@ def session_data(session: Session, nodes: list[Node]) -> dict[str, Any]:
         "url": session.page_path,
         "created_at": _encoder.default(session.created_at),
         "expires_at": _encoder.default(session.expires_at),
+        "hard_expires_at": _encoder.default(session.hard_expires_at),
         "max_nodes": session.max_nodes,
         "nodes": [node_data(node) for node in nodes],
     }

@@ -6,9 +6,12 @@ tests/test_nodes_api.py; docs/reliability.md lists them all.
 """
 
 import json
+from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.test import AsyncClient
+from django.utils import timezone
 
 from sessions_app import engine
 from sessions_app.models import Node, Session
@@ -85,6 +88,12 @@ HTTP_CASES = [
         404,
         "node_not_found",
     ),
+    ("POST", "/api/sessions/{ended}/extend/", None, 404, "session_not_found"),
+    ("POST", "/api/sessions/unknown-session-id/extend/", None, 404, "session_not_found"),
+    ("GET", "/api/sessions/{live}/extend/", None, 405, "method_not_allowed"),
+    ("POST", "/api/sessions/{live}/extend/", "{not json", 400, "invalid_json"),
+    ("POST", "/api/sessions/{live}/extend/", "[1, 2]", 400, "invalid_request"),
+    ("POST", "/api/sessions/{live}/extend/", BIG, 413, "body_too_large"),
 ]
 
 
@@ -149,3 +158,25 @@ async def test_a_bad_terminal_frame_is_refused_and_the_shell_goes_on(node, frame
     assert terminal.errors()[0]["code"] == code
     assert terminal.closed is None
     await terminal.close()
+
+
+async def test_extend_past_the_maximum_is_409_at_maximum_and_changes_nothing():
+    now = timezone.now()
+    session = await Session.objects.acreate(
+        created_at=now - timedelta(seconds=settings.PWD_SESSION_LIFETIME - 300),
+        last_activity_at=now - timedelta(seconds=60),
+    )
+
+    response = await AsyncClient().post(
+        f"/api/sessions/{session.id}/extend/", "", content_type="application/json"
+    )
+
+    assert response.status_code == 409, response.content
+    assert error_of(response)["code"] == "at_maximum"
+    row = await Session.objects.aget(pk=session.id)
+    assert (row.created_at, row.last_activity_at, row.expiry_warned_at, row.ended_at) == (
+        session.created_at,
+        session.last_activity_at,
+        None,
+        None,
+    )
