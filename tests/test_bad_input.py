@@ -94,6 +94,78 @@ HTTP_CASES = [
     ("POST", "/api/sessions/{live}/extend/", "{not json", 400, "invalid_json"),
     ("POST", "/api/sessions/{live}/extend/", "[1, 2]", 400, "invalid_request"),
     ("POST", "/api/sessions/{live}/extend/", BIG, 413, "body_too_large"),
+    ("POST", "/api/sessions/{live}/setup/", '{"template": "9-managers"}', 400, "unknown_template"),
+    ("POST", "/api/sessions/{live}/setup/", '{"template": 5}', 400, "invalid_request"),
+    ("POST", "/api/sessions/{live}/setup/", '{"template": null}', 400, "invalid_request"),
+    ("POST", "/api/sessions/{live}/setup/", None, 400, "invalid_request"),
+    ("POST", "/api/sessions/{live}/setup/", "{}", 400, "invalid_request"),
+    (
+        "POST",
+        "/api/sessions/{live}/setup/",
+        '{"template": "5-managers", "nodes": [{"role": "manager"}]}',
+        400,
+        "invalid_request",
+    ),
+    ("POST", "/api/sessions/{live}/setup/", '{"nodes": []}', 400, "invalid_request"),
+    (
+        "POST",
+        "/api/sessions/{live}/setup/",
+        '{"nodes": [{"role": "boss"}]}',
+        400,
+        "invalid_request",
+    ),
+    (
+        "POST",
+        "/api/sessions/{live}/setup/",
+        '{"nodes": [{"role": "worker"}]}',
+        400,
+        "invalid_request",
+    ),
+    ("POST", "/api/sessions/{live}/setup/", '{"nodes": [{}]}', 400, "invalid_request"),
+    (
+        "POST",
+        "/api/sessions/{live}/setup/",
+        '{"nodes": [{"role": "manager", "image": "pwd-node"}]}',
+        400,
+        "invalid_request",
+    ),
+    (
+        "POST",
+        "/api/sessions/{live}/setup/",
+        '{"nodes": [{"role": "manager", "run": "docker ps"}]}',
+        400,
+        "invalid_request",
+    ),
+    (
+        "POST",
+        "/api/sessions/{live}/setup/",
+        '{"nodes": [{"role": "manager", "run": [[]]}]}',
+        400,
+        "invalid_request",
+    ),
+    (
+        "POST",
+        "/api/sessions/{live}/setup/",
+        '{"nodes": [{"role": "manager", "run": [["docker", 1]]}]}',
+        400,
+        "invalid_request",
+    ),
+    (
+        "POST",
+        "/api/sessions/{live}/setup/",
+        json.dumps({"nodes": [{"role": "manager"}] * 6}),
+        400,
+        "invalid_request",
+    ),
+    ("POST", "/api/sessions/{live}/setup/", BIG, 413, "body_too_large"),
+    ("GET", "/api/sessions/{live}/setup/", None, 405, "method_not_allowed"),
+    (
+        "POST",
+        "/api/sessions/{ended}/setup/",
+        '{"template": "5-managers"}',
+        404,
+        "session_not_found",
+    ),
 ]
 
 
@@ -180,3 +252,21 @@ async def test_extend_past_the_maximum_is_409_at_maximum_and_changes_nothing():
         None,
         None,
     )
+
+
+async def test_a_template_on_a_session_with_nodes_is_409_and_changes_nothing():
+    session = await Session.objects.acreate()
+    await Node.objects.acreate(
+        session=session, name="node1", hostname="node1", image="pwd-node", status="running"
+    )
+
+    response = await AsyncClient().post(
+        f"/api/sessions/{session.id}/setup/",
+        '{"template": "1-manager-1-worker"}',
+        content_type="application/json",
+    )
+
+    assert response.status_code == 409, response.content
+    assert error_of(response)["code"] == "session_not_empty"
+    assert [(n.name, n.status) async for n in Node.objects.all()] == [("node1", "running")]
+    assert (await Session.objects.aget(pk=session.id)).setup_started_at is None
