@@ -9,12 +9,24 @@ def _count(count: int, unit: str) -> str:
     return f"{count} {unit}{'' if count == 1 else 's'}"
 
 
+_UNITS = (("hour", 3600), ("minute", 60))
+
+
 def duration(seconds: float) -> str:
     """An exact duration in its largest whole unit: ``4 hours``, ``30 minutes``, ``90 seconds``."""
-    for unit, size in (("hour", 3600), ("minute", 60)):
+    for unit, size in _UNITS:
         if seconds >= size and seconds % size == 0:
             return _count(int(seconds // size), unit)
     return _count(int(seconds), "second")
+
+
+def per(seconds: float) -> str:
+    """A rate's period, as in "2 per …": the bare unit for exactly one (``day``,
+    ``hour``, ``minute``), else the :func:`duration` (``30 minutes``, ``90 seconds``)."""
+    for unit, size in (("day", 86400), *_UNITS):
+        if seconds == size:
+            return unit
+    return duration(seconds)
 
 
 def wait(seconds: float) -> str:

@@ -2,6 +2,7 @@
 
 import secrets
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from django.conf import settings
 from django.db import models
@@ -24,7 +25,31 @@ def new_port_token() -> str:
     return "".join(secrets.choice(PORT_TOKEN_ALPHABET) for _ in range(PORT_TOKEN_LENGTH))
 
 
+class Slot(NamedTuple):
+    """An active session, locked until the transaction ends, and its lowest free node
+    name (None when all ``max_nodes`` are used)."""
+
+    session: "Session"
+    name: str | None
+
+
 class SessionQuerySet(models.QuerySet):
+    def next_slot(self, session_id: str, now: datetime | None = None) -> Slot | None:
+        """Lock the active session's row and find its lowest free node name; None when the
+        session is not active.
+
+        Call inside ``transaction.atomic()``. An add (which inserts the node row) and an
+        attach ahead (which claims a pool node under the name) both choose names here, so
+        until the transaction ends nobody else chooses one for this session: IMMEDIATE
+        transactions (SQLite) or the row lock (PostgreSQL) serialise them, and the unique
+        (session, name) constraint backs them up.
+        """
+        session = self.select_for_update().active(now).filter(pk=session_id).first()
+        if session is None:
+            return None
+        taken = set(session.nodes.values_list("name", flat=True))
+        return Slot(session, Node.free_name(taken, session.max_nodes))
+
     def active(self, now: datetime | None = None) -> "SessionQuerySet":
         """Sessions that have not ended and are within both lifetime and idle limits."""
         now = now or timezone.now()
@@ -245,26 +270,73 @@ class Node(models.Model):
         return None
 
 
-class PoolNode(models.Model):
-    """A pre-started node waiting on no network for a session to take it.
+class PoolNodeQuerySet(models.QuerySet):
+    def ready(self, image: str | None = None) -> "PoolNodeQuerySet":
+        """Nodes waiting on no network for any session to take (of ``image``, if given)."""
+        rows = self.filter(status=PoolNode.Status.READY)
+        return rows if image is None else rows.filter(image=image)
 
-    Claimed with a conditional UPDATE, so several web processes can share one pool. A
-    node claimed to be prepared (attached ahead) for a session names it in ``session``
-    and the name it will be handed out as in ``node_name``; ``prepared_at`` is set once
-    it is on the session's network as that name. Taking it clears ``session``.
+    def attached_ahead(self) -> "PoolNodeQuerySet":
+        """Nodes claimed for a session's next add, being attached or waiting on its network."""
+        return self.filter(status__in=[PoolNode.Status.PREPARING, PoolNode.Status.PREPARED])
+
+    def prepared_for(self, session: "Session | str") -> "PoolNodeQuerySet":
+        """The node attached ahead for ``session`` (a row or an id): at most one."""
+        return self.attached_ahead().filter(session=session)
+
+    def claim(
+        self, status: str, now: datetime | None = None, **fields: object
+    ) -> "PoolNode | None":
+        """Move the oldest ready row of this queryset to ``status``; None when there is none.
+
+        READY is left by a conditional UPDATE, so a row goes to exactly one claimer across
+        processes; a loser tries the next row. ``fields`` are written with the claim, and
+        ``claimed_at`` is set to ``now``.
+        """
+        now = now or timezone.now()
+        for _ in range(10):
+            row = self.ready().order_by("created_at", "id").first()
+            if row is None:
+                return None
+            changes = {"status": status, "claimed_at": now, **fields}
+            if PoolNode.objects.filter(pk=row.pk, status=PoolNode.Status.READY).update(**changes):
+                for name, value in changes.items():
+                    setattr(row, name, value)
+                return row
+        return None
+
+
+class PoolNode(models.Model):
+    """A pre-started node of the warm pool, from its start to the moment a node owns it.
+
+    ``ready`` (on no network, anyone may claim it) → ``taken`` (a session's node now;
+    the row stays while a node row of an active session names the container), or →
+    ``preparing`` (claimed for ``session``'s next add as ``node_name``, being attached)
+    → ``prepared`` (on the session network at ``ip``) → ``taken`` by the add of that
+    name; or ``ready`` → ``retiring`` (the keeper removes it). Every move is a
+    conditional UPDATE, so several web processes and keepers share one pool.
+    ``claimed_at`` is when the row last left ``ready`` or ``prepared``.
     """
+
+    class Status(models.TextChoices):
+        READY = "ready"
+        PREPARING = "preparing"
+        PREPARED = "prepared"
+        TAKEN = "taken"
+        RETIRING = "retiring"
 
     container_id = models.CharField(max_length=128, unique=True)
     image = models.CharField(max_length=255)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.READY)
     created_at = models.DateTimeField(default=timezone.now)
-    ready_at = models.DateTimeField(null=True, blank=True)
     claimed_at = models.DateTimeField(null=True, blank=True)
     session = models.ForeignKey(
         Session, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     node_name = models.CharField(max_length=32, blank=True)
     ip = models.CharField(max_length=64, blank=True)
-    prepared_at = models.DateTimeField(null=True, blank=True)
+
+    objects = PoolNodeQuerySet.as_manager()
 
     class Meta:
         ordering = ["created_at", "id"]
@@ -274,3 +346,28 @@ class PoolNode(models.Model):
 
     def __str__(self) -> str:
         return f"pool node {self.container_id[:12]}"
+
+    def mark_prepared(self, ip: str) -> bool:
+        """``preparing`` → ``prepared``: on its session's network as ``node_name``. False
+        when the preparation was given up meanwhile (the row was removed)."""
+        return self._move(self.Status.PREPARING, self.Status.PREPARED, ip=ip)
+
+    def hand_out(self, now: datetime | None = None) -> bool:
+        """``prepared`` → ``taken`` by the add of its name; the claim starts again (the
+        node row must name the container within the keeper's grace). False when another
+        add or the keeper got to it first."""
+        changes = {"session": None, "node_name": "", "claimed_at": now or timezone.now()}
+        return self._move(self.Status.PREPARED, self.Status.TAKEN, **changes)
+
+    def drop(self) -> bool:
+        """Delete the row if it is still in the state it was read in; whether it was."""
+        deleted, _ = PoolNode.objects.filter(pk=self.pk, status=self.status).delete()
+        return bool(deleted)
+
+    def _move(self, source: str, target: str, **fields: object) -> bool:
+        changes = {"status": target, **fields}
+        if not PoolNode.objects.filter(pk=self.pk, status=source).update(**changes):
+            return False
+        for name, value in changes.items():
+            setattr(self, name, value)
+        return True

@@ -14,8 +14,10 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection
+from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from front import wording
 from sessions_app.errors import TooManyRequests
 from sessions_app.models import Node, PoolNode, Session
 
@@ -112,33 +114,45 @@ def check_new_session(key: str, now: datetime) -> None:
         # The oldest of the last `limit` sessions leaves the window first.
         wait = (recent[-1] + timedelta(seconds=period) - now).total_seconds()
         raise TooManyRequests(
-            f"Too many sessions started from your address ({limit} per {_period(period)}).",
+            f"Too many sessions started from your address ({limit} per {wording.per(period)}).",
             "rate_limited",
             retry_after=max(1, math.ceil(wait)),
         )
 
 
-def check_new_node(key: str = "") -> None:
-    """Raise TooManyRequests when the installation runs PWD_MAX_TOTAL_NODES nodes, or
-    the sessions of client ``key`` (the session's creator; empty: not counted) run
-    PWD_MAX_NODES_PER_CLIENT.
+def _nodes() -> QuerySet[Node]:
+    return Node.objects.exclude(status=Node.Status.GONE)
 
-    Counts node rows not gone (starting and running, also of ended sessions whose
-    containers the reaper has not removed yet); warm pool nodes are not counted
-    (PWD_POOL_SIZE bounds them). Call inside the transaction that inserts the row.
+
+def nodes_in_use() -> int:
+    """The nodes PWD_MAX_TOTAL_NODES limits: node rows not gone (starting and running,
+    also of ended sessions whose containers the reaper has not removed yet).
+
+    Pool nodes are not among them, ready or attached ahead: PWD_POOL_SIZE bounds each
+    kind, and one attached ahead becomes a node only through an add, which counts it
+    then. Both the cold and the pool path ask this.
+    """
+    return _nodes().count()
+
+
+def check_new_node(key: str = "") -> None:
+    """Raise TooManyRequests when the installation runs PWD_MAX_TOTAL_NODES nodes
+    (:func:`nodes_in_use`), or the sessions of client ``key`` (the session's creator;
+    empty: not counted) run PWD_MAX_NODES_PER_CLIENT.
+
+    Call inside the transaction that inserts the row.
     """
     _serialise()
-    nodes = Node.objects.exclude(status=Node.Status.GONE)
-    if nodes.count() >= settings.PWD_MAX_TOTAL_NODES:
+    if nodes_in_use() >= settings.PWD_MAX_TOTAL_NODES:
         raise TooManyRequests(
             "pwd is at capacity: it runs as many nodes as it may.",
             "at_capacity",
             retry_after=CAPACITY_RETRY_AFTER,
         )
-    if key and nodes.filter(session__client_key=key).count() >= settings.PWD_MAX_NODES_PER_CLIENT:
+    own = settings.PWD_MAX_NODES_PER_CLIENT
+    if key and _nodes().filter(session__client_key=key).count() >= own:
         raise TooManyRequests(
-            f"The sessions started from your address already run "
-            f"{settings.PWD_MAX_NODES_PER_CLIENT} nodes; remove one first.",
+            f"The sessions started from your address already run {own} nodes; remove one first.",
             "client_limit",
             retry_after=CAPACITY_RETRY_AFTER,
         )
@@ -146,18 +160,11 @@ def check_new_node(key: str = "") -> None:
 
 def may_prepare_node() -> bool:
     """Whether a pool node may be attached ahead for a session now: fewer than
-    PWD_POOL_SIZE are, and one more stays within PWD_MAX_TOTAL_NODES (a prepared node
-    is a node in waiting). Call inside the transaction that claims it."""
+    PWD_POOL_SIZE are, and one more stays within PWD_MAX_TOTAL_NODES counted with
+    :func:`nodes_in_use` (each one attached ahead is a node in waiting, and none is
+    attached at the cap). Call inside the transaction that claims it."""
     _serialise()
-    prepared = PoolNode.objects.filter(session__isnull=False).count()
-    if prepared >= settings.PWD_POOL_SIZE:
+    attached = PoolNode.objects.attached_ahead().count()
+    if attached >= settings.PWD_POOL_SIZE:
         return False
-    nodes = Node.objects.exclude(status=Node.Status.GONE).count()
-    return nodes + prepared < settings.PWD_MAX_TOTAL_NODES
-
-
-def _period(seconds: float) -> str:
-    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
-        if seconds == size:
-            return unit
-    return f"{seconds:g} seconds"
+    return nodes_in_use() + attached < settings.PWD_MAX_TOTAL_NODES

@@ -6,8 +6,8 @@ One pass (:meth:`Reaper.run_once`):
 2. end expired sessions (``session.ended``);
 3. remove what ended sessions left on the engine, then mark them cleaned;
 4. reconcile: remove labelled objects the database does not account for (and node
-   disks no container claims), and mark nodes the engine has lost as gone
-   (``node.gone``).
+   disks no container claims; pool containers are the keeper's), and mark nodes the
+   engine has lost as gone (``node.gone``).
 
 Several reapers may run at once: every state change is a conditional UPDATE that only
 one of them wins (and only the winner announces it), and removal is idempotent. An
@@ -27,12 +27,10 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from sessions_app import engine, events, pool, services
-from sessions_app.models import Node, PoolNode, Session
+from sessions_app.models import Node, Session
 
 log = logging.getLogger(__name__)
 
-# Pool containers are recorded in the database just after they start.
-POOL_GRACE = timedelta(minutes=2)
 # Probe containers live a few seconds; older ones were left by a crash.
 PROBE_GRACE = timedelta(minutes=1)
 # A volume is created a moment before its container; leave young ones alone.
@@ -161,7 +159,6 @@ class Reaper:
             (node.session_id, node.name): node
             for node in Node.objects.filter(session_id__in=active)
         }
-        pool_ids = set(PoolNode.objects.values_list("container_id", flat=True))
 
         running: set[str] = set()
         mounted: set[str] = set()
@@ -169,7 +166,7 @@ class Reaper:
             mounted.update(m.get("Name", "") for m in container.get("Mounts") or [])
             if container.get("State") == "running":
                 running.add(container["Id"])
-            why = self._orphan_reason(container, active, rows, pool_ids, now)
+            why = self._orphan_reason(container, active, rows, now)
             if why:
                 self._remove(report, container, why)
 
@@ -198,7 +195,6 @@ class Reaper:
         container: dict[str, Any],
         active: set[str],
         rows: dict[tuple[str, str], Node],
-        pool_ids: set[str],
         now: datetime,
     ) -> str | None:
         """Why a labelled container should go, or None when the database accounts for it."""
@@ -206,8 +202,7 @@ class Reaper:
         role = labels.get(engine.LABEL_ROLE)
         age = now - datetime.fromtimestamp(container.get("Created", 0), tz=UTC)
         if role == engine.ROLE_POOL:
-            if container["Id"] not in pool_ids and age > POOL_GRACE:
-                return "pool container without a pool row"
+            # The keeper's (sessions_app.keeper): it knows which of them a node has taken.
             return None
         if role == engine.ROLE_PROBE:
             return "stale probe" if age > PROBE_GRACE else None

@@ -102,7 +102,7 @@ def mark_cleaned(session_id: str) -> None:
     """Record that an ended session has nothing left on the engine; drop its node rows
     and the row of a pool node prepared for it (the container went with the network)."""
     Node.objects.filter(session_id=session_id).delete()
-    PoolNode.objects.filter(session_id=session_id).delete()
+    PoolNode.objects.prepared_for(session_id).delete()
     Session.objects.filter(pk=session_id, cleaned_at__isnull=True).update(cleaned_at=timezone.now())
 
 
@@ -149,15 +149,14 @@ def allowed_image(image: object) -> str:
 def _reserve_slot(session_id: str, image: str) -> Node:
     """Insert the node row (status starting) under the lowest free name, or raise.
 
-    IMMEDIATE transactions (SQLite) or the row lock (PostgreSQL) serialise two adds
-    racing for the last slot; the unique (session, name) constraint backs them up.
+    The name is chosen as an attach ahead chooses it (Session.objects.next_slot), so two
+    adds, or an add and an attach ahead, never pick the same one.
     """
     with transaction.atomic():
-        session = Session.objects.select_for_update().active().filter(pk=session_id).first()
-        if session is None:
+        slot = Session.objects.next_slot(session_id)
+        if slot is None:
             raise NotFound(SESSION_NOT_FOUND, "session_not_found")
-        taken = set(session.nodes.values_list("name", flat=True))
-        name = Node.free_name(taken, session.max_nodes)
+        session, name = slot
         if name is None:
             raise Conflict(
                 f"This session already has its {session.max_nodes} nodes; remove one first.",

@@ -57,10 +57,10 @@ async def sessions(engine):
 @pytest.fixture
 def keeper(engine, settings):
     """A pool keeper of size 1; its pool containers are removed at the end."""
-    from sessions_app import pool
+    from sessions_app.keeper import Keeper
 
     settings.PWD_POOL_SIZE = 1
-    keeper = pool.Keeper(size=1)
+    keeper = Keeper(size=1)
     yield keeper
     close_keeper(engine, keeper)
 

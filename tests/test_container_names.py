@@ -7,10 +7,11 @@ import re
 from datetime import timedelta
 
 import pytest
-from asgiref.sync import sync_to_async
+from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
+from sessions_app import keeper as keepers
 from sessions_app import pool
 from sessions_app.models import Node, PoolNode, Session
 from sessions_app.reaper import Reaper
@@ -67,10 +68,10 @@ def test_a_node_prepared_for_a_session_is_named_for_it_before_it_is_handed_out(
     engine, keeper, session
 ):
     keeper.run_once()
-    row = pool._claim_for_session(session.id, timezone.now())
+    row = pool.claim_for_session(session.id, timezone.now())
     assert row is not None
 
-    assert pool.attach_ahead(row, session)
+    assert async_to_sync(pool.prepare)(row, session)
 
     assert name_of(engine, row.container_id) == f"{prefix()}{session.short_id}-{row.node_name}"
 
@@ -149,7 +150,7 @@ async def test_a_taken_pool_node_of_a_session_whose_clean_up_was_cut_short_goes(
         ended_at=timezone.now(), cleaned_at=timezone.now()
     )
 
-    later = timezone.now() + pool.CLAIM_GRACE + timedelta(seconds=1)
+    later = timezone.now() + keepers.CLAIM_GRACE + timedelta(seconds=1)
     await sync_to_async(keeper.reconcile)(later)
     report = await sync_to_async(Reaper(interval=1).run_once, thread_sensitive=False)()
 

@@ -15,6 +15,7 @@ from channels.db import database_sync_to_async
 from django.test import AsyncClient
 
 from sessions_app import engine, pool, services
+from sessions_app.keeper import Keeper
 from sessions_app.models import Node, PoolNode, Session
 from terminals import hub as hubs
 from tests.api_helpers import ClientAt, add_node, create_session, error_of, post, run
@@ -218,9 +219,9 @@ async def test_a_class_of_thirty_behind_one_nat_gets_a_session_and_two_nodes_eac
     assert [r.status_code for r in adds] == [201] * 60
 
 
-def _fill(keeper: pool.Keeper) -> None:
+def _fill(keeper: Keeper) -> None:
     """Keeper passes until the pool is full (a start may fail on a busy machine)."""
-    ready = PoolNode.objects.filter(claimed_at__isnull=True, ready_at__isnull=False)
+    ready = PoolNode.objects.ready()
     for _ in range(3):
         keeper.run_once()
         if ready.count() >= keeper.size:
@@ -232,9 +233,9 @@ def _fill(keeper: pool.Keeper) -> None:
 async def test_nodes_attached_ahead_never_outnumber_the_pool(engine, settings):
     settings.PWD_POOL_SIZE = 1
     settings.PWD_POOL_PREPARE = True
-    keeper = pool.Keeper(size=1)
+    keeper = Keeper(size=1)
     made: list[Session] = []
-    prepared = PoolNode.objects.filter(session__isnull=False)
+    prepared = PoolNode.objects.attached_ahead()
     seen: list[int] = []
     try:
         for _ in range(3):

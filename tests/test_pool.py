@@ -7,6 +7,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.utils import timezone
 
+from sessions_app import keeper as keepers
 from sessions_app import pool
 from sessions_app.models import Node, PoolNode
 
@@ -34,7 +35,7 @@ def test_the_keeper_fills_the_pool_to_its_size(engine, keeper):
 
     rows = list(PoolNode.objects.all())
     assert len(rows) == 2
-    assert all(row.ready_at and not row.claimed_at for row in rows)
+    assert all(row.status == PoolNode.Status.READY and not row.claimed_at for row in rows)
     containers = pool_containers(engine)
     assert {row.container_id for row in rows} == set(containers)
     assert all(c["State"] == "running" for c in containers.values())
@@ -103,7 +104,7 @@ async def test_the_pool_refills_after_a_take(engine, keeper, session):
 
     assert await sync_to_async(keeper.run_once)() == 1
 
-    ready = await sync_to_async(list)(PoolNode.objects.filter(claimed_at__isnull=True))
+    ready = await sync_to_async(list)(PoolNode.objects.ready())
     assert len(ready) == 1
     assert ready[0].container_id != taken.container_id
 
@@ -144,13 +145,13 @@ def test_a_pool_container_removed_from_outside_is_dropped_and_replaced(engine, k
 
 def test_a_pool_container_no_row_knows_is_removed(engine, keeper):
     stray = engine.create_node(
-        None, pool.placeholder_name(), None, role=engine.ROLE_POOL, wait=False
+        None, keepers.placeholder_name(), None, role=engine.ROLE_POOL, wait=False
     )
 
     keeper.reconcile(timezone.now())
     assert engine.container_status(stray.container_id) == "running"  # may still be starting
 
-    keeper.reconcile(timezone.now() + timedelta(minutes=1))
+    keeper.reconcile(timezone.now() + keepers.orphan_grace() + timedelta(seconds=1))
     assert engine.container_status(stray.container_id) == "missing"
 
 

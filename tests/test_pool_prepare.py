@@ -14,6 +14,7 @@ from django.core.asgi import get_asgi_application
 from django.utils import timezone
 
 from sessions_app import pool, services
+from sessions_app.keeper import Keeper
 from sessions_app.models import Node, PoolNode, Session
 from sessions_app.reaper import Reaper
 from terminals import hub as hubs
@@ -41,19 +42,19 @@ async def settled() -> None:
 
 
 def prepared_row(session: Session) -> PoolNode | None:
-    return PoolNode.objects.filter(session=session).first()
+    return PoolNode.objects.prepared_for(session).first()
 
 
 @pytest.fixture
 def keeper(engine, settings):
     settings.PWD_POOL_SIZE = 2
     settings.PWD_POOL_PREPARE = True
-    keeper = pool.Keeper(size=2)
+    keeper = Keeper(size=2)
     # The keeper process retries a start that failed on its next pass; do the same so a
     # slow start on a busy machine does not leave the pool without its spare node.
     for _ in range(3):
         keeper.run_once()
-        if PoolNode.objects.filter(claimed_at__isnull=True, ready_at__isnull=False).count() >= 2:
+        if PoolNode.objects.ready().count() >= 2:
             break
     else:
         pytest.fail("the pool did not fill to 2 ready nodes in 3 keeper passes")
@@ -83,13 +84,13 @@ async def test_a_new_session_gets_its_node1_prepared_in_the_background(engine, k
     row = await sync_to_async(prepared_row)(session)
     assert row is not None
     assert row.node_name == "node1"
-    assert row.prepared_at is not None
+    assert row.status == PoolNode.Status.PREPARED
     assert row.claimed_at is not None
     assert networks_of(engine, row.container_id) == {session.network_name}
     assert sh(engine, row.container_id, "hostname") == "node1"
     # The keeper counts it out of the pool and refills.
     assert await sync_to_async(keeper.run_once)() == 1
-    unclaimed = PoolNode.objects.filter(claimed_at__isnull=True)
+    unclaimed = PoolNode.objects.ready()
     assert await sync_to_async(unclaimed.count)() == 2
 
 
@@ -110,7 +111,7 @@ async def test_a_session_created_through_django_asgi_is_prepared(engine, keeper)
         await settled()
         row = await PoolNode.objects.filter(session_id=session_id).afirst()
         assert row is not None
-        assert row.prepared_at is not None
+        assert row.status == PoolNode.Status.PREPARED
     finally:
         await engine.run(engine.remove_session_objects, session_id)
 
@@ -126,7 +127,7 @@ async def test_the_add_hands_out_the_prepared_node_named_and_on_the_network(
 
     assert node1.container_id == prepared.container_id
     assert node1.ip == prepared.ip
-    assert not await sync_to_async(PoolNode.objects.filter(session=session).exists)()
+    assert not await sync_to_async(PoolNode.objects.prepared_for(session).exists)()
     cid = node1.container_id
     assert sh(engine, cid, "hostname") == "node1"
     assert sh(engine, cid, "docker info --format '{{.Name}}'") == "node1"
@@ -198,7 +199,7 @@ async def test_ending_a_session_during_its_attach_ahead_waits_and_leaves_nothing
     session = await sessions()
     row = await sync_to_async(prepared_row)(session)
     assert row is not None
-    assert row.prepared_at is None  # the attach is under way
+    assert row.status == PoolNode.Status.PREPARING  # the attach is under way
 
     # A container removed mid-attach would leave the swarm holding the network for good.
     await services.end_session(session)
@@ -259,7 +260,7 @@ async def test_a_pool_without_a_node_to_spare_prepares_nothing(engine, keeper, s
 
     assert await sync_to_async(prepared_row)(first) is not None
     assert await sync_to_async(prepared_row)(second) is None
-    unclaimed = PoolNode.objects.filter(claimed_at__isnull=True)
+    unclaimed = PoolNode.objects.ready()
     assert await sync_to_async(unclaimed.count)() == 1
 
 
@@ -278,7 +279,7 @@ async def test_the_keeper_prepares_for_a_session_once_the_pool_is_full_again(
 
     row = await sync_to_async(prepared_row)(second)
     assert row is not None
-    assert (row.node_name, row.prepared_at is not None) == ("node1", True)
+    assert (row.node_name, row.status) == ("node1", PoolNode.Status.PREPARED)
     assert networks_of(engine, row.container_id) == {second.network_name}
     node1 = await services.add_node(second, settings.PWD_NODE_IMAGE)
     assert node1.container_id == row.container_id
@@ -304,8 +305,8 @@ async def test_with_preparing_off_nothing_is_prepared(engine, keeper, sessions, 
     await settled()
     node1 = await services.add_node(session, settings.PWD_NODE_IMAGE)
 
-    assert not await sync_to_async(PoolNode.objects.filter(session__isnull=False).exists)()
-    taken = await sync_to_async(list)(PoolNode.objects.filter(claimed_at__isnull=False))
+    assert not await sync_to_async(PoolNode.objects.attached_ahead().exists)()
+    taken = await sync_to_async(list)(PoolNode.objects.exclude(status=PoolNode.Status.READY))
     assert [row.container_id for row in taken] == [node1.container_id]
     node_rows = Node.objects.filter(session=session)
     assert await sync_to_async(node_rows.count)() == 1

@@ -8,9 +8,9 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
-from sessions_app.pool import Keeper
+from sessions_app.keeper import Keeper
 
-log = logging.getLogger("sessions_app.pool")
+log = logging.getLogger("sessions_app.keeper")
 
 
 class Command(BaseCommand):
