@@ -188,7 +188,7 @@ class Server:
 
     def wait_for_pool(self, timeout: float = 120) -> bool:
         """Whether the pool holds ``pool_size`` ready nodes within ``timeout`` seconds."""
-        from sessions_app.pool import wait_until_ready
+        from sessions_app.keeper import wait_until_ready
 
         return wait_until_ready(self.pool_size, timeout)
 
@@ -200,7 +200,7 @@ class Server:
         if self.env.get("PWD_POOL_PREPARE", "true").lower() in {"0", "false", "no", "off"}:
             return True
         deadline = time.monotonic() + timeout
-        prepared = PoolNode.objects.filter(session_id=session_id, prepared_at__isnull=False)
+        prepared = PoolNode.objects.prepared_for(session_id).filter(status=PoolNode.Status.PREPARED)
         while not prepared.exists():
             if time.monotonic() > deadline:
                 return False
