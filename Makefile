@@ -39,6 +39,7 @@ node-image:
 bench: prereqs
 	@$(PY) bench/run.py $(BENCH_ARGS)
 	@$(PY) bench/profiles.py
+	@$(PY) bench/ports.py
 
 clean:
 	rm -rf .venv node_modules staticfiles .pytest_cache .ruff_cache

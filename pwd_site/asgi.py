@@ -10,6 +10,7 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter  # noqa: E402
 
 from pwd_site.bodylimit import BodyLimit  # noqa: E402
+from pwd_site.portproxy import PortRouter  # noqa: E402
 from pwd_site.routing import websocket_application  # noqa: E402
 from sessions_app import isolation  # noqa: E402
 
@@ -17,9 +18,12 @@ from sessions_app import isolation  # noqa: E402
 # trainee waits for them; in production an unsafe profile stops the process here.
 isolation.enforce_at_start()
 
-application = ProtocolTypeRouter(
-    {
-        "http": BodyLimit(django_asgi_app),
-        "websocket": websocket_application,
-    }
+# Host names under PWD_PORTS_DOMAIN are port URLs: the proxy takes them before Django.
+application = PortRouter(
+    ProtocolTypeRouter(
+        {
+            "http": BodyLimit(django_asgi_app),
+            "websocket": websocket_application,
+        }
+    )
 )

@@ -5,6 +5,7 @@ unless asked for. Every PWD_* variable is listed in .env.example and
 docs/configuration.md; tests/test_configuration.py fails when one is not.
 """
 
+import re
 from pathlib import Path
 
 import dj_database_url
@@ -138,7 +139,12 @@ LOGGING = {
         }
     },
     "root": {"handlers": ["console"], "level": envstr("PWD_LOG_LEVEL", "INFO").upper()},
-    "loggers": {"docker": {"level": "WARNING"}, "urllib3": {"level": "WARNING"}},
+    "loggers": {
+        "docker": {"level": "WARNING"},
+        "urllib3": {"level": "WARNING"},
+        # The port proxy's client would log every proxied request at INFO.
+        "httpx": {"level": "WARNING"},
+    },
 }
 
 # --- pwd ------------------------------------------------------------------------------
@@ -206,6 +212,34 @@ PWD_MAX_NODES_PER_CLIENT = envint("PWD_MAX_NODES_PER_CLIENT", 60, minimum=1)
 # Addresses (or networks) of reverse proxies whose X-Forwarded-For is believed; empty:
 # the peer address is the client (daphne runs without --proxy-headers).
 PWD_TRUSTED_PROXIES = envlist("PWD_TRUSTED_PROXIES", [])
+
+# --- port URLs: <token>-<node>-<port>.<PWD_PORTS_DOMAIN> (sessions_app/ports.py) -----------
+# A different site from the app's (see docs/security.md): a page a trainee serves there
+# must get none of the app's cookies and be a foreign origin to its API.
+PWD_PORTS_DOMAIN = envstr("PWD_PORTS_DOMAIN", "localhost").strip().strip(".").lower()
+PWD_PORTS_SCHEME = envchoice(
+    "PWD_PORTS_SCHEME", "https" if PRODUCTION else "http", ("http", "https")
+)
+# 0: the port this server listens on (right without a proxy in front).
+PWD_PORTS_PORT = envint("PWD_PORTS_PORT", 0, minimum=0)
+if not re.fullmatch(
+    r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*", PWD_PORTS_DOMAIN
+):
+    raise ImproperlyConfigured(f"PWD_PORTS_DOMAIN must be a DNS name, not {PWD_PORTS_DOMAIN!r}")
+# Every name under localhost is a site of its own; any other domain must be outside the
+# app's host names (and not theirs under it), or a port URL would share the app's site.
+for _host in ALLOWED_HOSTS if PWD_PORTS_DOMAIN != "localhost" else []:
+    _host = _host.lstrip(".").lower()
+    if (
+        _host == "*"
+        or _host == PWD_PORTS_DOMAIN
+        or PWD_PORTS_DOMAIN.endswith("." + _host)
+        or _host.endswith("." + PWD_PORTS_DOMAIN)
+    ):
+        raise ImproperlyConfigured(
+            f"PWD_PORTS_DOMAIN {PWD_PORTS_DOMAIN!r} must be a different site from the app's "
+            f"host {_host!r} (PWD_ALLOWED_HOSTS): use a domain of its own"
+        )
 
 # --- web security -------------------------------------------------------------------------
 X_FRAME_OPTIONS = "DENY"

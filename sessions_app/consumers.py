@@ -7,7 +7,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from sessions_app import events
+from sessions_app import events, portwatch
 from sessions_app.models import Session
 
 # Closing codes in the 4000 range are ours; 4404 and 4503 mirror HTTP's statuses.
@@ -68,6 +68,7 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
             )
             return
         self.session_id = session_id
+        portwatch.join(session_id)
 
     async def _refuse(self, code: str, message: str, close_code: int) -> None:
         """Tell the client why, in the API's error shape, then close."""
@@ -76,6 +77,7 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         if self.session_id:
+            portwatch.leave(self.session_id)
             with contextlib.suppress(Exception):  # the layer may be down; membership expires
                 await self.channel_layer.group_discard(
                     events.group_name(self.session_id), self.channel_name

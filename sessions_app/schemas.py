@@ -27,13 +27,18 @@ class Error(Schema):
     error: ErrorDetail
 
 
+class Port(Schema):
+    port: int = Field(ge=1, le=65535, examples=[8080])
+    url: str = Field(description="The port URL: <token>-<node>-<port>.<PWD_PORTS_DOMAIN>")
+
+
 class Node(Schema):
     name: str = Field(examples=["node1"])
     hostname: str
     ip: str = Field(description="Address on the session network")
     status: Literal["starting", "running", "gone"]
     created_at: datetime
-    ports: list[int] = Field(description="Published ports (none yet)")
+    ports: list[Port] = Field(description="Open ports: listening in the node or published")
     terminal: str = Field(description="Websocket path of the node's terminal")
 
 

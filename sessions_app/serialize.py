@@ -5,6 +5,7 @@ from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
 
+from sessions_app import ports, portwatch
 from sessions_app.models import Node, Session
 
 _encoder = DjangoJSONEncoder()
@@ -22,9 +23,18 @@ def node_data(node: Node) -> dict[str, Any]:
         "ip": node.ip,
         "status": node.status,
         "created_at": _encoder.default(node.created_at),
-        "ports": [],
+        "ports": _ports(node),
         "terminal": node.terminal_path,
     }
+
+
+def _ports(node: Node) -> list[dict[str, Any]]:
+    """The node's open ports as last seen (see portwatch.with_ports), with their URLs.
+    The session comes with the node wherever a node is serialised (loaded with it)."""
+    if not node.container_id or not Node.session.is_cached(node):
+        return []
+    found = portwatch.known_ports(node.container_id)
+    return ports.port_list(node.session.port_token, node.name, found)
 
 
 def session_data(session: Session, nodes: list[Node]) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from typing import Any
 from django.http import HttpRequest
 from ninja import Router, Status
 
-from sessions_app import quotas, schemas, services
+from sessions_app import portwatch, quotas, schemas, services
 from sessions_app.serialize import node_data, session_data
 
 router = Router()
@@ -57,7 +57,7 @@ async def sessions(request: HttpRequest, payload: schemas.NewSession = NO_FIELDS
 )
 async def session(request: HttpRequest, session_id: str) -> dict[str, Any]:
     found = await services.active_session(session_id)
-    return session_data(found, await services.session_nodes(found))
+    return session_data(found, await portwatch.with_ports(await services.session_nodes(found)))
 
 
 @router.delete(
@@ -94,7 +94,7 @@ async def add_node(
 )
 async def node(request: HttpRequest, session_id: str, name: str) -> dict[str, Any]:
     session = await services.active_session(session_id)
-    return node_data(await services.get_node(session, name))
+    return node_data(await portwatch.with_port(await services.get_node(session, name)))
 
 
 @router.delete(

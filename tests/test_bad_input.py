@@ -154,8 +154,8 @@ HTTP_CASES = [
         "POST",
         "/api/sessions/{live}/setup/",
         json.dumps({"nodes": [{"role": "manager"}] * 6}),
-        400,
-        "invalid_request",
+        409,
+        "node_limit_reached",
     ),
     ("POST", "/api/sessions/{live}/setup/", BIG, 413, "body_too_large"),
     ("GET", "/api/sessions/{live}/setup/", None, 405, "method_not_allowed"),
@@ -270,3 +270,98 @@ async def test_a_template_on_a_session_with_nodes_is_409_and_changes_nothing():
     assert error_of(response)["code"] == "session_not_empty"
     assert [(n.name, n.status) async for n in Node.objects.all()] == [("node1", "running")]
     assert (await Session.objects.aget(pk=session.id)).setup_started_at is None
+
+
+# --- port URLs: names under PWD_PORTS_DOMAIN that no running node answers to -------------
+# (against real nodes, with the browser: tests/test_ports.py)
+
+PORT_CASES = [
+    ("{random}-node1-8000", "an unknown token"),
+    ("{session_id}-node1-8000", "the session id instead of the token"),
+    ("{ended}-node1-8000", "an ended session's token"),
+    ("{other}-node1-8000", "another session's token, which has no node1"),
+    ("{live}-node2-8000", "a node the session does not have"),
+    ("{live}-node1-0", "port 0"),
+    ("{live}-node1-65536", "a port past 65535"),
+    ("{live}-127.0.0.1-8000", "an address for a node name"),
+    ("{live}_-node1-8000", "a token with _"),
+    ("{live}-node1-8000.localhost:x", "a port that is not a number"),
+]
+
+
+async def _through_the_router(host: str) -> tuple[int | None, bytes, bool]:
+    """``(status, body, whether the app behind the router was called)``."""
+    from pwd_site.portproxy import PortRouter
+
+    app_called = False
+
+    async def app(scope, receive, send):
+        nonlocal app_called
+        app_called = True
+
+    sent: list[dict] = []
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/",
+        "raw_path": b"/",
+        "query_string": b"",
+        "scheme": "http",
+        "headers": [(b"host", host.encode())],
+        "server": ("127.0.0.1", 8000),
+        "client": ("127.0.0.1", 40000),
+    }
+    await PortRouter(app)(scope, receive, send)
+    status = next((m["status"] for m in sent if m["type"] == "http.response.start"), None)
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return status, body, app_called
+
+
+@pytest.mark.parametrize(("label", "why"), PORT_CASES, ids=[c[1] for c in PORT_CASES])
+async def test_a_port_url_no_running_node_answers_to_is_404_and_changes_nothing(label, why):
+    live = await Session.objects.acreate()
+    other = await Session.objects.acreate()
+    ended = await Session.objects.acreate()
+    await Session.objects.filter(pk=ended.pk).aupdate(ended_at=ended.created_at)
+    await Node.objects.acreate(
+        session=live, name="node1", hostname="node1", image="pwd-node", status="running"
+    )
+    await Node.objects.acreate(
+        session=ended, name="node1", hostname="node1", image="pwd-node", status="running"
+    )
+    host = label.format(
+        random="q" * 16,
+        session_id=live.id.lower(),
+        live=live.port_token,
+        other=other.port_token,
+        ended=ended.port_token,
+    )
+    if ".localhost" not in host:
+        host += ".localhost:8000"
+
+    status, body, app_called = await _through_the_router(host)
+
+    assert (status, json.loads(body)["error"]["code"]) == (404, "port_not_found"), why
+    assert not app_called
+    assert await Session.objects.acount() == 3
+    assert await Node.objects.acount() == 2
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["{live}-node1-8000.localhost.example.com", "{live}-node1-8000.localhostx", "localhost:8000"],
+)
+async def test_a_name_that_only_looks_like_a_port_url_is_the_apps(host):
+    live = await Session.objects.acreate()
+
+    status, _, app_called = await _through_the_router(host.format(live=live.port_token))
+
+    assert app_called
+    assert status is None

@@ -8,6 +8,7 @@ import contextlib
 import json
 import subprocess
 import time
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -267,3 +268,68 @@ def test_a_node_removed_from_outside_answers_node_gone_everywhere_and_is_marked_
     assert [e for e in heard if e.get("type") == "node.gone"] == [
         {"type": "node.gone", "name": "node1"}
     ]
+
+
+# --- port URLs (the proxy itself: tests/test_ports.py) -----------------------------------
+
+
+def _port_status(server, host: str) -> tuple[int, str]:
+    from tests.port_servers import fetch
+
+    status, body, _ = fetch(server.url + "/", host=host)
+    code = json.loads(body)["error"]["code"] if status >= 400 else ""
+    return status, code
+
+
+def _port_until(server, host: str, wanted: tuple[int, str], within: float = 30) -> tuple:
+    """The port URL's answer once it is ``wanted`` (or the last one after ``within``)."""
+    deadline = time.monotonic() + within
+    while True:
+        answer = _port_status(server, host)
+        if answer == wanted or time.monotonic() > deadline:
+            return answer
+        time.sleep(0.2)
+
+
+def _serving(server) -> tuple[dict, str]:
+    """A session whose node1 serves HTTP on 8000, and that port's host name."""
+    from tests.port_servers import port_entry, start_in_node
+
+    session = _created(server, "/api/sessions/")
+    _created(server, f"/api/sessions/{session['id']}/nodes/")
+    start_in_node(server, session["id"], "node1", "http", 8000)
+    url = port_entry(server, session["id"], "node1", 8000)["url"]
+    return session, urllib.parse.urlsplit(url).netloc
+
+
+def test_a_port_whose_server_dies_is_502_port_closed_and_answers_again_when_it_returns(
+    engine, tmp_path
+):
+    from tests.port_servers import run_in_node, start_in_node
+
+    with restartable_server(tmp_path) as server:
+        session, host = _serving(server)
+        up = _port_status(server, host)
+        run_in_node(server, session["id"], "node1", "pkill -9 -f '[h]ttp 8000' || true")
+        down = _port_until(server, host, (502, "port_closed"))
+        start_in_node(server, session["id"], "node1", "http", 8000)
+        back = _port_until(server, host, (200, ""))
+        _, node = server.request("GET", f"/api/sessions/{session['id']}/nodes/node1/")
+        server.request("DELETE", f"/api/sessions/{session['id']}/")
+
+    assert up == (200, "")
+    assert down == (502, "port_closed")
+    assert back == (200, "")
+    assert node["status"] == "running"
+
+
+def test_a_node_removed_from_outside_has_its_port_urls_answer_404(engine, tmp_path):
+    with restartable_server(tmp_path) as server:
+        session, host = _serving(server)
+        up = _port_status(server, host)
+        engine.client().api.remove_container(_container_of(server, session["id"]), force=True)
+        gone = _port_until(server, host, (404, "port_not_found"))
+        server.request("DELETE", f"/api/sessions/{session['id']}/")
+
+    assert up == (200, "")
+    assert gone == (404, "port_not_found")

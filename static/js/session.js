@@ -1,6 +1,7 @@
 // The session page: the node list, the time left, live session events, and one terminal
 // per opened node (kept alive while hidden, so switching nodes loses nothing).
 import { backoff, CLOSE, sessionApi } from "./api.js";
+import { PortLinks } from "./ports.js";
 import { NodeTerminal } from "./terminal.js";
 
 const data = JSON.parse(document.getElementById("session-data").textContent);
@@ -9,6 +10,7 @@ const $ = (id) => document.getElementById(id);
 
 const nodes = new Map(); // name -> node data from the API
 const terminals = new Map(); // name -> NodeTerminal
+const portLinks = new PortLinks($("ports"), $("no-ports"));
 let selected = null;
 let ended = false;
 let adding = false;
@@ -85,11 +87,13 @@ function select(name) {
 
 function upsert(node) {
   nodes.set(node.name, { ...nodes.get(node.name), ...node });
+  if (node.ports) portLinks.show(node.name, node.ports);
   renderNodes();
 }
 
 function forget(name, why) {
   nodes.delete(name);
+  portLinks.forget(name);
   const terminal = terminals.get(name);
   if (terminal) {
     terminal.dispose();
@@ -231,6 +235,9 @@ function connectEvents() {
     if (message.type === "node.added") upsert(message.node);
     else if (message.type === "node.removed") forget(message.name, `${message.name} was removed`);
     else if (message.type === "node.gone") forget(message.name, `${message.name} is gone`);
+    else if (message.type === "node.ports" && nodes.has(message.name)) {
+      portLinks.show(message.name, message.ports);
+    }
     else if (message.type === "session.expiring") {
       if (message.expires_at) expiresAt = Date.parse(message.expires_at);
       renderTime();
@@ -283,3 +290,4 @@ if (first) select(first);
 renderTime();
 setInterval(renderTime, 1000);
 connectEvents();
+resync(); // the page's data has no ports: the API reads them
