@@ -10,19 +10,16 @@ from ninja import Field, Schema
 from pydantic import ConfigDict, StrictStr, model_validator
 
 from sessions_app import setup
-from sessions_app.setup import MANAGER, TEMPLATES, WORKER
+from sessions_app.setup import MANAGER, NO_ROLE, TEMPLATES, WORKER
 
-# Limits of a plan: no session has more nodes than this, nor a node more commands.
+# Limits of a plan: no session has more nodes than this, nor a node more commands. The
+# strings have no limit of their own: the body's (64 KiB, sessions_app.api) bounds them.
 MAX_PLAN_NODES = 32
 MAX_COMMANDS = 16
 MAX_ARGS = 256
-MAX_ARG_LENGTH = 8192
 MAX_TEMPLATE_LENGTH = 64
 
-Argv = Annotated[
-    list[Annotated[StrictStr, Field(max_length=MAX_ARG_LENGTH)]],
-    Field(min_length=1, max_length=MAX_ARGS),
-]
+Argv = Annotated[list[StrictStr], Field(min_length=1, max_length=MAX_ARGS)]
 
 
 def _template_choices(schema: dict[str, Any]) -> None:
@@ -32,10 +29,16 @@ def _template_choices(schema: dict[str, Any]) -> None:
     schema.update(type="string", enum=list(TEMPLATES), description="A template's name")
 
 
-def _array_only(schema: dict[str, Any]) -> None:
-    # Left out means "not this one"; null is not a value the body may hold.
+def _nodes_schema(schema: dict[str, Any]) -> None:
+    # Left out means "not this one"; null is not a value the body may hold. The rule
+    # that workers need a manager, in the document's terms: no worker, or a manager.
     branches = schema.pop("anyOf")
     schema.update(next(branch for branch in branches if branch.get("type") != "null"))
+    role_is = lambda *roles: {"properties": {"role": {"enum": list(roles)}}}  # noqa: E731
+    schema["anyOf"] = [
+        {"items": role_is(MANAGER, NO_ROLE)},
+        {"contains": {**role_is(MANAGER), "required": ["role"]}},
+    ]
 
 
 class PlannedNode(Schema):
@@ -78,7 +81,7 @@ class SetupRequest(Schema):
         None,
         min_length=1,
         max_length=MAX_PLAN_NODES,
-        json_schema_extra=_array_only,
+        json_schema_extra=_nodes_schema,
         description="The nodes, node1 first; workers need a manager",
     )
 

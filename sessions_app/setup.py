@@ -64,10 +64,17 @@ class PlannedNode:
 
 
 class SetupFailed(ApiError):
-    """A swarm command or one of the plan's commands failed; the setup was undone."""
+    """Forming the swarm failed (a swarm command, or readiness); the setup was undone."""
 
     status = 502
     code = "setup_failed"
+
+
+class CommandFailed(ApiError):
+    """One of the plan's own commands failed (the client's, so not a 5xx); undone."""
+
+    status = 409
+    code = "command_failed"
 
 
 def template_plan(name: str) -> list[PlannedNode]:
@@ -84,16 +91,16 @@ async def set_up(session: Session, plan: list[PlannedNode]) -> list[Node]:
     their commands; return the session's nodes once ``docker node ls`` on the first
     manager shows each swarm node Ready in its planned role.
 
-    Raises BadRequest when the plan has more nodes than the session may have; Conflict
-    ``session_not_empty`` when it has nodes, ``setup_in_progress`` while another setup
-    runs; on a failure part way (a node that did not start, a quota, SetupFailed), the
-    error, after every node this setup made is removed. A client that hangs up does not
-    stop it half-way: it finishes or is undone.
+    Raises Conflict ``node_limit_reached`` when the plan has more nodes than the session
+    may have, ``session_not_empty`` when it has nodes, ``setup_in_progress`` while
+    another setup runs; on a failure part way (a node that did not start, a quota,
+    SetupFailed, CommandFailed), the error, after every node this setup made is removed.
+    A client that hangs up does not stop it half-way: it finishes or is undone.
     """
     if len(plan) > session.max_nodes:
-        raise BadRequest(
+        raise Conflict(
             f"The plan has {len(plan)} nodes; this session may have {session.max_nodes}.",
-            "invalid_request",
+            "node_limit_reached",
         )
     if not await sync_to_async(session.claim_setup)(CLAIM_STALE_AFTER):
         raise await _refusal(session)
@@ -225,7 +232,7 @@ class _Setup:
         async def commands_of(node: Node, planned: PlannedNode) -> None:
             nonlocal done
             for argv in planned.run:
-                await self.command(node, list(argv), seconds=RUN_TIMEOUT)
+                await self.command(node, list(argv), RUN_TIMEOUT, failure=CommandFailed)
                 done += 1
                 await self.progress("run", done, total, node.name)
 
@@ -237,8 +244,9 @@ class _Setup:
         argv: list[str],
         seconds: int = SWARM_COMMAND_TIMEOUT,
         shown: str | None = None,
+        failure: type[ApiError] = SetupFailed,
     ) -> str:
-        """The output of ``argv`` run in ``node``; SetupFailed unless it exits 0."""
+        """The output of ``argv`` run in ``node``; ``failure`` unless it exits 0."""
         shown = shown or shlex.join(argv)
         try:
             result = await engine.run_exec(
@@ -251,10 +259,10 @@ class _Setup:
         except engine.NodeGone:
             raise SetupFailed(f"{node.name} is gone: its container was removed.") from None
         if result.timed_out:
-            raise SetupFailed(f"{node.name}: `{shown}` did not finish within {seconds} s.")
+            raise failure(f"{node.name}: `{shown}` did not finish within {seconds} s.")
         if result.exit_code != 0:
             tail = result.output.strip()[-OUTPUT_TAIL:] or "no output"
-            raise SetupFailed(f"{node.name}: `{shown}` exited with {result.exit_code}: {tail}")
+            raise failure(f"{node.name}: `{shown}` exited with {result.exit_code}: {tail}")
         return result.output
 
     async def undo(self, exc: BaseException) -> None:

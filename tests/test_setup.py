@@ -137,9 +137,9 @@ async def test_a_failing_command_undoes_the_setup_and_names_the_node_and_command
 
     response = await set_up(sessions.client, session_id, plan)
 
-    assert response.status_code == 502, response.content
+    assert response.status_code == 409, response.content
     error = error_of(response)
-    assert error["code"] == "setup_failed"
+    assert error["code"] == "command_failed"
     assert "node2" in error["message"]
     assert "sh -c 'exit 3'" in error["message"]
     assert "exited with 3" in error["message"]
@@ -202,8 +202,10 @@ async def test_a_template_larger_than_the_session_is_refused_before_any_node_sta
 
     response = await set_up(sessions.client, session_id, {"template": "3-managers-2-workers"})
 
-    assert response.status_code == 400, response.content
-    assert "may have 2" in error_of(response)["message"]
+    assert response.status_code == 409, response.content
+    error = error_of(response)
+    assert error["code"] == "node_limit_reached"
+    assert "may have 2" in error["message"]
     assert await Node.objects.filter(session_id=session_id).acount() == 0
 
 

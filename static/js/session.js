@@ -1,6 +1,7 @@
 // The session page: the node list, the time left, live session events, and one terminal
 // per opened node (kept alive while hidden, so switching nodes loses nothing).
 import { backoff, CLOSE, sessionApi } from "./api.js";
+import { SwarmSetup } from "./setup.js";
 import { PortLinks } from "./ports.js";
 import { NodeTerminal } from "./terminal.js";
 
@@ -14,6 +15,19 @@ const portLinks = new PortLinks($("ports"), $("no-ports"));
 let selected = null;
 let ended = false;
 let adding = false;
+const swarmSetup = new SwarmSetup({
+  root: $("setup"),
+  sessionId: data.id,
+  onSession: (session) => {
+    // The nodes were announced as each came up; list them in the session's order.
+    const known = new Map(nodes);
+    nodes.clear();
+    for (const node of session.nodes) nodes.set(node.name, { ...known.get(node.name), ...node });
+    for (const [name, node] of known) if (!nodes.has(name)) nodes.set(name, node);
+    renderNodes();
+    if (!selected && nodes.size) select(nodes.keys().next().value);
+  },
+});
 // Exposed for tests and for poking around in the console; no module reads it.
 window.pwd = { terminals, nodes };
 
@@ -52,6 +66,7 @@ function renderNodes() {
   $("no-nodes").hidden = nodes.size > 0;
   $("add-node").disabled = ended || nodes.size >= data.max_nodes || adding;
   $("add-node").title = nodes.size >= data.max_nodes ? `At most ${data.max_nodes} nodes` : "";
+  swarmSetup.render({ empty: nodes.size === 0, ended });
 }
 
 function renderConnection() {
@@ -238,6 +253,7 @@ function connectEvents() {
     else if (message.type === "node.ports" && nodes.has(message.name)) {
       portLinks.show(message.name, message.ports);
     }
+    else if (message.type.startsWith("setup.")) swarmSetup.onEvent(message);
     else if (message.type === "session.expiring") {
       if (message.expires_at) expiresAt = Date.parse(message.expires_at);
       renderTime();
