@@ -179,6 +179,9 @@ PWD_SESSION_LIFETIME = envduration("PWD_SESSION_LIFETIME", "4h")
 PWD_IDLE_TIMEOUT = envduration("PWD_IDLE_TIMEOUT", "30m")
 PWD_EXPIRY_WARNING = envduration("PWD_EXPIRY_WARNING", "2m")
 PWD_REAP_INTERVAL = envduration("PWD_REAP_INTERVAL", "5s")
+# How often viewers get each node's CPU and memory (node.stats); the engine samples
+# every second, so below 1s changes nothing.
+PWD_STATS_INTERVAL = envduration("PWD_STATS_INTERVAL", "3s")
 PWD_NODE_START_TIMEOUT = envduration("PWD_NODE_START_TIMEOUT", "60s")
 PWD_EXEC_MAX_OUTPUT = envsize("PWD_EXEC_MAX_OUTPUT", "1m")
 PWD_POOL_SIZE = envint("PWD_POOL_SIZE", 2, minimum=0)

@@ -8,6 +8,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from sessions_app import events, portwatch
+from sessions_app import stats as live_stats
 from sessions_app.models import Session
 
 # Closing codes in the 4000 range are ours; 4404 and 4503 mirror HTTP's statuses.
@@ -44,6 +45,10 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
             if not _is_layer_outage(exc):
                 raise
             log.warning("events websocket ended: the channel layer is unavailable: %s", exc)
+        finally:
+            # Ended that way, the socket never hears disconnect(): stop its stats too.
+            if self.session_id:
+                live_stats.unwatch(self.session_id, self.channel_name)
 
     session_id: str = ""
 
@@ -68,6 +73,7 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
             )
             return
         self.session_id = session_id
+        live_stats.watch(session_id, self.channel_name, self.send_json)
         portwatch.join(session_id)
 
     async def _refuse(self, code: str, message: str, close_code: int) -> None:
@@ -77,6 +83,7 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         if self.session_id:
+            live_stats.unwatch(self.session_id, self.channel_name)
             portwatch.leave(self.session_id)
             with contextlib.suppress(Exception):  # the layer may be down; membership expires
                 await self.channel_layer.group_discard(
@@ -92,5 +99,7 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
     async def session_event(self, message: dict[str, Any]) -> None:
         event = message["event"]
         await self.send_json(event)
+        if event.get("type") in live_stats.NODE_EVENTS:
+            live_stats.nodes_changed(self.session_id)
         if event.get("type") == "session.ended":
             await self.close(code=1000)
