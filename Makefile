@@ -40,6 +40,7 @@ bench: prereqs
 	@$(PY) bench/run.py $(BENCH_ARGS)
 	@$(PY) bench/profiles.py
 	@$(PY) bench/ports.py
+	@$(PY) bench/files.py
 
 clean:
 	rm -rf .venv node_modules staticfiles .pytest_cache .ruff_cache

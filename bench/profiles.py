@@ -170,11 +170,13 @@ def section(results: list[dict[str, Any]], command: str) -> str:
     return "\n".join(lines)
 
 
-def write_section(text: str, path: Path) -> None:
+def write_section(text: str, path: Path, begin: str = BEGIN, end: str = END) -> None:
+    """Put ``text`` (which starts with ``begin`` and ends with ``end``) in place of the
+    section between those markers in ``path``, or at its end."""
     current = path.read_text() if path.exists() else ""
-    if BEGIN in current and END in current:
-        head, rest = current.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1]
+    if begin in current and end in current:
+        head, rest = current.split(begin, 1)
+        tail = rest.split(end, 1)[1]
         current = head + text + tail
     else:
         current = current.rstrip() + "\n\n" + text + "\n"

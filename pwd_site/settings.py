@@ -40,6 +40,9 @@ CORS_ALLOWED_ORIGINS = envlist("PWD_CORS_ORIGINS", [])
 # The largest request body the server takes at all; a bigger one is refused with 413
 # before it is read (pwd_site/bodylimit.py). The API's own cap on its JSON is lower.
 PWD_MAX_BODY = envsize("PWD_MAX_BODY", "1m")
+# The largest upload into a node (its files together, POST .../files/; 413 past it). Only
+# that request's body may pass PWD_MAX_BODY, by this much and its multipart framing.
+PWD_MAX_UPLOAD = envsize("PWD_MAX_UPLOAD", "100m")
 
 INSTALLED_APPS = [
     "daphne",

@@ -18,7 +18,7 @@ from ninja import NinjaAPI, Swagger
 from ninja.errors import HttpError, ValidationError
 from ninja.parser import Parser
 
-from sessions_app import engine, views, views_session_time, views_setup
+from sessions_app import engine, views, views_files, views_session_time, views_setup
 from sessions_app.errors import ApiError, BadRequest, PayloadTooLarge, error_response
 
 log = logging.getLogger(__name__)
@@ -98,6 +98,7 @@ api = Api(
 api.add_router("", views.router)
 api.add_router("", views_session_time.router)
 api.add_router("", views_setup.router)
+api.add_router("", views_files.router)
 
 
 @api.exception_handler(ApiError)
