@@ -1,17 +1,14 @@
-"""Helpers for the fault tests: a daphne that can be killed and restarted on the same
-port, a terminal client over a real websocket, and a private redis-server."""
+"""Helpers for the fault tests: the live server without a pool (it can be killed and
+restarted on the same port), a terminal client over a real websocket, and a private
+redis-server."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
-import signal
 import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,75 +16,15 @@ import websockets.sync.client
 from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import missing
-from tests.live_server import ROOT, LiveServer, free_port
-
-
-class RestartableServer(LiveServer):
-    """A LiveServer whose daphne can be killed (SIGKILL) and started again, same port."""
-
-    def __init__(self, url: str, env: dict[str, str], log: Path, port: int) -> None:
-        super().__init__(url, env, log)
-        self.port = port
-        self.process: subprocess.Popen | None = None
-
-    def start(self, within: float = 30) -> None:
-        log = self.log.open("a")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "pwd_site.serve", "-b", "127.0.0.1", "-p", str(self.port)]
-            + ["pwd_site.asgi:application"],
-            env=self.env,
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        log.close()
-        deadline = time.monotonic() + within
-        while True:
-            try:
-                urllib.request.urlopen(f"{self.url}/healthz", timeout=1).close()
-                return
-            except OSError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"daphne did not start:\n{self.log.read_text()}") from None
-                time.sleep(0.1)
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(timeout=15)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+from tests.live_server import LiveServer, free_port, live_server
 
 
 @contextlib.contextmanager
-def restartable_server(tmp_path: Path, **extra_env: str) -> Iterator[RestartableServer]:
-    from django.conf import settings
-
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "pwd_site.settings",
-        "PYTHONPATH": str(ROOT),
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
-        "PWD_INSTANCE": settings.PWD_INSTANCE,
-        "PWD_POOL_SIZE": "0",
-        **extra_env,
-    }
-    port = free_port()
-    server = RestartableServer(f"http://127.0.0.1:{port}", env, tmp_path / "daphne.log", port)
-    migrated = server.manage("migrate", "--noinput", "-v", "0")
-    assert migrated.returncode == 0, migrated.stderr
-    try:
-        server.start()
+def restartable_server(tmp_path: Path, **extra_env: str) -> Iterator[LiveServer]:
+    """The suite's live server without a warm pool unless asked; it can be killed
+    (``server.kill()``) and started again on the same port (``server.start()``)."""
+    with live_server(tmp_path, **{"PWD_POOL_SIZE": "0", **extra_env}) as server:
         yield server
-    finally:
-        server.stop()
 
 
 class WsTerminal:

@@ -118,6 +118,5 @@ async def test_an_event_from_another_process_reaches_a_websocket_through_redis(e
             except TimeoutError:
                 raise AssertionError(f"no session.ended heard; the reaper said: {passes}") from None
             assert event == {"type": "session.ended", "reason": "expired"}
-        assert not [
-            n for n in engine.list_objects().networks if n["Labels"]["pwd.session"] == session_id
-        ]
+        left = await asyncio.to_thread(server.objects)
+        assert not [n for n in left.networks if n["Labels"]["pwd.session"] == session_id]

@@ -153,7 +153,7 @@ def test_two_reapers_at_once_end_a_session_once_and_leave_nothing(engine, tmp_pa
         # Each pass logs what it did; exactly one of them ended (and announced) it.
         assert sum("ended 1" in log for log in logs) == 1, logs
         assert not [log for log in logs if "failed" in log], logs
-        assert session_objects(engine, session_id) == []
+        assert server.objects().names(session_id) == []
         status, error = server.request("GET", f"/api/sessions/{session_id}/")
         assert status == 404
 

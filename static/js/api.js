@@ -44,6 +44,7 @@ export function sessionApi(sessionId) {
   return {
     get: () => call("GET", `${base}/`),
     end: () => call("DELETE", `${base}/`),
+    extend: () => call("POST", `${base}/extend/`, {}),
     addNode: () => call("POST", `${base}/nodes/`, {}),
     removeNode: (name) => call("DELETE", node(name)),
     eventsUrl: `${ws}/events/`,

@@ -3,7 +3,9 @@
 import { backoff, CLOSE, sessionApi } from "./api.js";
 import { SwarmSetup } from "./setup.js";
 import { PortLinks } from "./ports.js";
+import { NodeStats } from "./stats.js";
 import { NodeTerminal } from "./terminal.js";
+import { SessionTimer } from "./timer.js";
 
 const data = JSON.parse(document.getElementById("session-data").textContent);
 const api = sessionApi(data.id);
@@ -12,6 +14,7 @@ const $ = (id) => document.getElementById(id);
 const nodes = new Map(); // name -> node data from the API
 const terminals = new Map(); // name -> NodeTerminal
 const portLinks = new PortLinks($("ports"), $("no-ports"));
+const nodeStats = new NodeStats();
 let selected = null;
 let ended = false;
 let adding = false;
@@ -53,6 +56,7 @@ function renderNodes() {
     open.querySelector(".node-name").textContent = node.name;
     open.querySelector(".node-ip").textContent = node.ip || "no IP";
     open.querySelector(".node-status").textContent = node.status;
+    open.append(nodeStats.cell(node.name));
     open.addEventListener("click", () => select(node.name));
     const remove = document.createElement("button");
     remove.type = "button";
@@ -108,6 +112,7 @@ function upsert(node) {
 
 function forget(name, why) {
   nodes.delete(name);
+  nodeStats.forget(name);
   portLinks.forget(name);
   const terminal = terminals.get(name);
   if (terminal) {
@@ -181,6 +186,7 @@ async function closeSession() {
 function endSession(text) {
   if (ended) return;
   ended = true;
+  timer.stop();
   for (const terminal of terminals.values()) terminal.close("The session has ended.");
   $("ended-text").textContent = text;
   $("ended").hidden = false;
@@ -208,32 +214,20 @@ function onPageKey(event) {
 
 // --- time left ----------------------------------------------------------------------
 
-const lifetimeEnds = Date.parse(data.lifetime_ends_at);
-let expiresAt = Date.parse(data.expires_at);
-
-function noteActivity() {
-  // Typing pushes the idle limit back (the server throttles the writes).
-  expiresAt = Math.min(lifetimeEnds, Date.now() + data.idle_timeout * 1000);
-  $("expiry-warning").hidden = true;
-}
-
-function renderTime() {
-  const left = Math.max(0, Math.round((expiresAt - Date.now()) / 1000));
-  const h = Math.floor(left / 3600);
-  const m = Math.floor((left % 3600) / 60);
-  const s = String(left % 60).padStart(2, "0");
-  $("time-value").textContent = h ? `${h}:${String(m).padStart(2, "0")}:${s}` : `${m}:${s}`;
-  const warn = left <= data.warning_seconds;
-  $("time-left").classList.toggle("warn", warn);
-  if (warn && !ended) {
-    const box = $("expiry-warning");
-    box.hidden = false;
-    box.textContent =
-      expiresAt >= lifetimeEnds
-        ? "This session reaches its time limit soon; save what you need."
-        : "This session ends soon for lack of activity; type something to keep it.";
-  }
-}
+const timer = new SessionTimer({
+  expiresAt: data.expires_at,
+  hardExpiresAt: data.lifetime_ends_at,
+  idleSeconds: data.idle_timeout,
+  warningSeconds: data.warning_seconds,
+  elements: {
+    time: $("time-left"),
+    value: $("time-value"),
+    warning: $("expiry-warning"),
+    text: $("expiry-text"),
+    extend: $("extend"),
+  },
+  extend: () => api.extend(),
+});
 
 // --- session events -----------------------------------------------------------------
 
@@ -254,10 +248,10 @@ function connectEvents() {
       portLinks.show(message.name, message.ports);
     }
     else if (message.type.startsWith("setup.")) swarmSetup.onEvent(message);
-    else if (message.type === "session.expiring") {
-      if (message.expires_at) expiresAt = Date.parse(message.expires_at);
-      renderTime();
-    } else if (message.type === "session.ended") {
+    else if (message.type === "session.expiring") timer.expiring(message.expires_at);
+    else if (message.type === "session.extended") timer.setEnd(message.expires_at);
+    else if (message.type === "node.stats" && nodes.has(message.name)) nodeStats.update(message);
+    else if (message.type === "session.ended") {
       endSession(
         message.reason === "expired"
           ? "The session reached its time limit; everything in it has been deleted."
@@ -284,7 +278,7 @@ async function resync() {
     const names = new Set(session.nodes.map((node) => node.name));
     for (const name of [...nodes.keys()]) if (!names.has(name)) forget(name);
     for (const node of session.nodes) upsert(node);
-    expiresAt = Date.parse(session.expires_at);
+    timer.setEnd(session.expires_at);
   } catch (error) {
     if (error.status === 404) endSession("This session has ended; everything in it has been deleted.");
   }
@@ -298,12 +292,10 @@ $("add-node").addEventListener("click", addNode);
 $("close-session").addEventListener("click", closeSession);
 document.addEventListener("keydown", onPageKey, { capture: true });
 $("terminals").addEventListener("keydown", (event) => {
-  if (event.key.length === 1 || event.key === "Enter") noteActivity();
+  if (event.key.length === 1 || event.key === "Enter") timer.noteActivity();
 });
 const wanted = location.hash.slice(1);
 const first = nodes.has(wanted) ? wanted : nodes.keys().next().value;
 if (first) select(first);
-renderTime();
-setInterval(renderTime, 1000);
 connectEvents();
 resync(); // the page's data has no ports: the API reads them
