@@ -166,6 +166,14 @@ HTTP_CASES = [
         404,
         "session_not_found",
     ),
+    # Files (the rows that need a node, traversal, symlinks, size: tests/test_files.py).
+    ("GET", "/api/sessions/{ended}/nodes/node1/files/", None, 404, "session_not_found"),
+    ("GET", "/api/sessions/{live}/nodes/node1/files/", None, 404, "node_not_found"),
+    ("GET", "/api/sessions/{live}/nodes/node1/files/?path=a%00b", None, 400, "bad_path"),
+    ("GET", "/api/sessions/{live}/nodes/node1/files/?path=" + "x" * 5000, None, 400, "bad_path"),
+    ("POST", "/api/sessions/{live}/nodes/node1/files/", "{}", 415, "unsupported_media_type"),
+    ("POST", "/api/sessions/{ended}/nodes/node1/files/", "{}", 404, "session_not_found"),
+    ("DELETE", "/api/sessions/{live}/nodes/node1/files/", None, 405, "method_not_allowed"),
 ]
 
 
