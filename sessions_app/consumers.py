@@ -98,6 +98,7 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
 
     async def session_event(self, message: dict[str, Any]) -> None:
         event = message["event"]
+        portwatch.on_event(self.session_id, event)
         await self.send_json(event)
         if event.get("type") in live_stats.NODE_EVENTS:
             live_stats.nodes_changed(self.session_id)

@@ -3,8 +3,9 @@
 While someone watches a session (its events websocket), this process keeps one watch
 per running node: a program in the node that reports its listening sockets and the
 inner engine's published ports as they change (:mod:`sessions_app.engine.ports`). The
-session's own events tell it when nodes come and go. Nobody watching, nothing runs; the
-node JSON then reads a node's ports once when it is asked for (:func:`with_ports`).
+session's events, as its viewers receive them, tell it when nodes come and go. Nobody
+watching, nothing runs; the node JSON then reads a node's ports once when it is asked
+for (:func:`with_ports`).
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
 
 from sessions_app import engine, events, ports
 from sessions_app.engine import ports as node_ports
@@ -80,6 +81,14 @@ def join(session_id: str) -> None:
     watch.start()
 
 
+def on_event(session_id: str, event: dict[str, Any]) -> None:
+    """A viewer of the session received ``event``: follow its nodes coming and going."""
+    watch = _sessions.get(session_id)
+    if watch is not None and event.get("type") in {*NODE_EVENTS, "session.ended"}:
+        watch.ended = watch.ended or event.get("type") == "session.ended"
+        watch.changed.set()
+
+
 def leave(session_id: str) -> None:
     """A viewer left; the watch stops LINGER seconds after the last one."""
     watch = _sessions.get(session_id)
@@ -103,31 +112,30 @@ class _SessionWatch:
         self.viewers = 0
         self.nodes: dict[str, asyncio.Task[None]] = {}
         self.task: asyncio.Task[None] | None = None
+        self.changed = asyncio.Event()
+        self.ended = False
 
     def start(self) -> None:
         if self.task is None or self.task.done():
             self.task = asyncio.ensure_future(self._run())
 
     async def _run(self) -> None:
-        layer = get_channel_layer()
-        channel = ""
+        loop = asyncio.get_running_loop()
         try:
-            if layer is not None:
-                channel = await layer.new_channel()
-                await layer.group_add(events.group_name(self.session_id), channel)
             await self._sync()
             idle_since = None
-            while True:
+            while not self.ended:
                 if self.viewers:
                     idle_since = None
-                else:
-                    idle_since = idle_since or asyncio.get_running_loop().time()
-                    if asyncio.get_running_loop().time() - idle_since >= LINGER:
-                        return
-                event = await self._next_event(layer, channel)
-                if event.get("type") == "session.ended":
+                elif idle_since is None:
+                    idle_since = loop.time()
+                elif loop.time() - idle_since >= LINGER:
                     return
-                if event.get("type") in NODE_EVENTS:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(1):
+                        await self.changed.wait()
+                if self.changed.is_set() and not self.ended:
+                    self.changed.clear()
                     await self._sync()
         except Exception:  # noqa: BLE001 - a watch is best effort; the page still works
             log.warning("port watch of session %s stopped", self.session_id[:6], exc_info=True)
@@ -137,21 +145,6 @@ class _SessionWatch:
             self.nodes.clear()
             if _sessions.get(self.session_id) is self:
                 del _sessions[self.session_id]
-            if layer is not None and channel:
-                with contextlib.suppress(Exception):
-                    await layer.group_discard(events.group_name(self.session_id), channel)
-
-    async def _next_event(self, layer, channel: str) -> dict:
-        """The session's next event, or {} after a second without one."""
-        if layer is None:
-            await asyncio.sleep(1)
-            return {}
-        try:
-            async with asyncio.timeout(1):
-                message = await layer.receive(channel)
-        except TimeoutError:
-            return {}
-        return message.get("event") or {}
 
     async def _sync(self) -> None:
         token, running = await _running_nodes(self.session_id)

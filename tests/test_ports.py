@@ -194,9 +194,12 @@ def test_an_event_announces_a_port_opening_and_closing(server, served):
 
 def test_the_session_page_shows_a_port_as_a_link_when_it_opens(server, served, browser):
     page = browser.new_page()
+    problems: list[str] = []
+    page.on("pageerror", lambda error: problems.append(str(error)))
     try:
         page.goto(f"{server.url}/p/{served['id']}/")
         page.wait_for_selector(".node", timeout=30_000)
+        assert not problems
         start_in_node(server, served["id"], "node1", "http", 8200)
         link = page.locator("a.port-link", has_text="8200")
         link.wait_for(timeout=30_000)
