@@ -14,7 +14,7 @@ from sessions_app.models import Session
 
 JS = Path(__file__).resolve().parent.parent / "static" / "js"
 MODULES = {"api.js", "terminal.js", "session.js", "landing.js", "ports.js", "setup.js"}
-MODULES |= {"timer.js", "stats.js"}
+MODULES |= {"timer.js", "stats.js", "files.js"}
 IMPORT = re.compile(r'^import \{([^}]*)\} from "([^"]+)";', re.M)
 EXPORT = re.compile(r"^export (?:async )?(?:const|function|class) (\w+)", re.M)
 # What a module may use of `window`: the browser's own, and the hook the tests read.
@@ -38,6 +38,7 @@ def test_the_pages_have_these_modules_and_no_other():
 
 def test_each_module_imports_from_the_ones_it_uses():
     page = {"./api.js", "./terminal.js", "./ports.js", "./setup.js", "./timer.js", "./stats.js"}
+    page |= {"./files.js"}
     assert set(_imports("session.js")) == page
     assert set(_imports("landing.js")) == {"./api.js"}
     assert "./api.js" in _imports("terminal.js")

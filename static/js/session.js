@@ -1,6 +1,7 @@
 // The session page: the node list, the time left, live session events, and one terminal
 // per opened node (kept alive while hidden, so switching nodes loses nothing).
 import { backoff, CLOSE, sessionApi } from "./api.js";
+import { NodeFiles } from "./files.js";
 import { SwarmSetup } from "./setup.js";
 import { PortLinks } from "./ports.js";
 import { NodeStats } from "./stats.js";
@@ -18,6 +19,8 @@ const nodeStats = new NodeStats();
 let selected = null;
 let ended = false;
 let adding = false;
+// Upload button, files dropped on a terminal, download box: for the selected node.
+new NodeFiles({ root: $("files"), dropZone: $("terminals"), sessionId: data.id, node: () => selected });
 const swarmSetup = new SwarmSetup({
   root: $("setup"),
   sessionId: data.id,
