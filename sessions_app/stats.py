@@ -95,6 +95,10 @@ class _Watched:
             log.info("stats of %s ended: %s", node, exc)
         finally:
             await stream.close()
+        # The engine ended the stream: the container went away or stopped. Look again
+        # soon (a removed one is then marked gone), but never in a tight loop.
+        await asyncio.sleep(1)
+        self.changed.set()
 
     async def broadcast(self, event: dict[str, Any]) -> None:
         for send in list(self.viewers.values()):

@@ -145,3 +145,27 @@ async def test_a_busy_node_shows_more_cpu_than_an_idle_one(sessions):
 
     assert ran.status_code == 200, ran.content
     assert all(0 <= e["cpu_percent"] <= 100 * (os.cpu_count() or 1) for e in heard), heard
+
+
+async def test_a_node_removed_from_outside_loses_its_reader_and_viewers_hear_it_gone(
+    sessions, engine
+):
+    session_id = (await sessions.create())["id"]
+    assert (await add_node(sessions.client, session_id)).status_code == 201
+    container = (await containers(session_id))["node1"]
+    viewer = await listen(session_id)
+    await stats_until(viewer, lambda events: names(events) == {"node1"})
+
+    await engine.run(engine.remove_node, container)
+
+    gone = None
+    for _ in range(100):
+        event = await viewer.receive_json_from(30)
+        if event.get("type") == "node.gone":
+            gone = event
+            break
+    assert gone == {"type": "node.gone", "name": "node1"}
+    assert await settled(lambda: engine_stats.open_streams() == 0)
+    assert live_stats.reading() == {session_id: set()}
+    assert (await Node.objects.aget(session_id=session_id, name="node1")).status == "gone"
+    await viewer.disconnect()
