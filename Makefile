@@ -40,6 +40,7 @@ bench: prereqs
 	@$(PY) bench/run.py $(BENCH_ARGS)
 	@$(PY) bench/profiles.py
 	@$(PY) bench/stats.py
+	@$(PY) bench/browser_throughput.py
 	@$(PY) bench/ports.py
 	@$(PY) bench/files.py
 

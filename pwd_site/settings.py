@@ -122,6 +122,7 @@ STATICFILES_DIRS = [
     BASE_DIR / "static",
     ("vendor/xterm", BASE_DIR / "node_modules" / "@xterm" / "xterm"),
     ("vendor/xterm-addon-fit", BASE_DIR / "node_modules" / "@xterm" / "addon-fit"),
+    ("vendor/xterm-addon-webgl", BASE_DIR / "node_modules" / "@xterm" / "addon-webgl"),
 ]
 # Serve straight from the finders when collectstatic has not run (make run, tests).
 WHITENOISE_USE_FINDERS = True

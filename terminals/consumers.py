@@ -113,7 +113,7 @@ class TerminalConsumer(AsyncWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         if self.client is not None:
-            self.client.hub.leave(self.client)
+            self.client.leave()
             self.client = None
         for task in list(getattr(self, "_tasks", ())):
             task.cancel()
@@ -159,7 +159,7 @@ class TerminalConsumer(AsyncWebsocketConsumer):
             await self.error("invalid_input", "input data must be text without lone surrogates")
             return
         assert self.client is not None
-        await self.client.hub.input(self.client, raw)
+        await self.client.input(raw)
         now = time.monotonic()
         if self.session is not None and now - self._last_touch >= TOUCH_INTERVAL:
             self._last_touch = now
@@ -172,7 +172,7 @@ class TerminalConsumer(AsyncWebsocketConsumer):
             await self.error("invalid_resize", f"cols must be 1..{MAX_COLS} and rows 1..{MAX_ROWS}")
             return
         assert self.client is not None
-        await self.client.hub.resize(self.client, cols, rows)
+        await self.client.resize(cols, rows)
 
     # --- helpers -------------------------------------------------------------------
 
@@ -208,7 +208,7 @@ class TerminalConsumer(AsyncWebsocketConsumer):
             with contextlib.suppress(Exception):
                 if not await _session_active(self.session_id):
                     if self.client is not None:
-                        self.client.hub.leave(self.client)
+                        self.client.leave()
                         self.client = None
                     await self._fail("session_ended", "the session has ended", CLOSE_GONE)
                     return

@@ -1,4 +1,4 @@
-"""A terminal emulator state (pyte) and its rendering as one ANSI snapshot.
+"""A terminal emulator (pyte) trailing a TTY's output, and its state as one snapshot.
 
 A client that connects (or reconnects, or fell behind) gets the screen as it is now,
 plus a bounded scrollback, as bytes that rebuild it in any xterm-compatible terminal:
@@ -7,8 +7,10 @@ a full reset first, so applying a snapshot never duplicates what was on screen.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
+import time
 from collections import defaultdict, deque
 from typing import Any
 
@@ -214,3 +216,161 @@ class Emulator:
 
     def snapshot(self) -> bytes:
         return render(self.screen)
+
+
+# Unparsed output the emulator may trail by before it skips ahead to the newest bytes.
+EMULATOR_BACKLOG = 64 * 1024
+EMULATOR_KEEP = 16 * 1024
+# One slice is one to two milliseconds of pyte (~300 bytes a millisecond here): the
+# longest the loop waits on an emulator before it serves a keystroke again.
+EMULATOR_SLICE = 512
+# The share of the event loop's time that the emulators of every terminal together take.
+EMULATOR_SHARE = 0.25
+# After a skip-ahead the emulator waits until output has calmed down for this long: in a
+# flood, what it would eat now is skipped soon after anyway, and the server's CPU is
+# better spent sending the flood (docs/benchmarks.md).
+FLOOD_PAUSE = 0.2
+# A log replay longer than this is cut to its tail (the scrollback is bounded anyway).
+REPLAY_KEEP = 128 * 1024
+
+
+def safe_cut(data: bytes | bytearray, limit: int) -> int:
+    """A cut point in ``data[:limit]`` not inside a line, escape or UTF-8 character."""
+    window = data[:limit]
+    return max(window.rfind(b"\n") + 1, window.rfind(b"\x1b"), 0)
+
+
+class EmulatorBudget:
+    """The event loop time every emulator shares: after a slice that took ``d``
+    seconds, no emulator runs for ``d * (1 / share - 1)`` seconds."""
+
+    def __init__(self, share: float) -> None:
+        self.share = share
+        self.free_at = 0.0
+
+    async def turn(self) -> None:
+        """Wait until an emulator may run a slice (at least one pass of the loop)."""
+        await asyncio.sleep(0)
+        # Checked again after each wait: another emulator's slice may have run meanwhile.
+        while (delay := self.free_at - time.monotonic()) > 0:  # noqa: ASYNC110 - a time, not an event
+            await asyncio.sleep(delay)
+
+    def spent(self, seconds: float) -> None:
+        now = time.monotonic()
+        self.free_at = max(self.free_at, now) + seconds * (1 / self.share - 1)
+
+
+_budget = EmulatorBudget(EMULATOR_SHARE)
+
+
+class TrailingScreen:
+    """An emulator that trails a byte stream without ever sitting on its path.
+
+    ``take`` only appends; :meth:`run` (a task) eats complete lines (cut after a
+    newline or before an escape) in slices, within the shared budget. A snapshot is
+    the emulator's rendered state followed by the bytes it has not eaten yet, so
+    snapshot + later bytes is always the whole stream. Past EMULATOR_BACKLOG it skips
+    ahead to the newest output instead of falling further behind, and rests until the
+    flood is over.
+    """
+
+    def __init__(self, columns: int, lines: int) -> None:
+        self.emulator = Emulator(columns, lines)
+        self.pending = bytearray()
+        self.fed = 0  # absolute offset the emulator has eaten up to
+        self._resizes: deque[tuple[int, int, int]] = deque()  # (offset, cols, rows)
+        self._wake = asyncio.Event()
+        self._skipped_at = -FLOOD_PAUSE
+        # The rendered state, reused until the emulator changes: clients rejoining at
+        # once (a server restart) share one render instead of each stalling the loop.
+        self._rendered: bytes | None = None
+
+    @property
+    def received(self) -> int:
+        """Bytes of the stream taken so far (eaten or pending)."""
+        return self.fed + len(self.pending)
+
+    def snapshot(self) -> bytes:
+        """The emulator's state plus the bytes it has not eaten: the stream so far."""
+        if self._rendered is None:
+            self._rendered = self.emulator.snapshot()
+        return self._rendered + bytes(self.pending)
+
+    async def replay(self, data: bytearray) -> None:
+        """Eat a log replay's tail, a slice per pass of the loop; keep its unfinished end."""
+        if len(data) > REPLAY_KEEP:
+            start = len(data) - REPLAY_KEEP
+            newline = data.find(b"\n", start)
+            del data[: newline + 1 if newline >= 0 else start]
+        cut = safe_cut(data, len(data))
+        for offset in range(0, cut, EMULATOR_SLICE):
+            self._feed(bytes(data[offset : min(offset + EMULATOR_SLICE, cut)]))
+            await asyncio.sleep(0)
+        self.pending = data[cut:]
+        self.fed = cut
+
+    def take(self, data: bytes) -> None:
+        """Append output; the emulator gets to it on its own time."""
+        self.pending += data
+        if len(self.pending) > EMULATOR_BACKLOG:
+            self._skip_ahead()
+        self._wake.set()
+
+    def resize(self, columns: int, lines: int) -> None:
+        """The TTY changes size after the bytes taken so far."""
+        self._resizes.append((self.received, columns, lines))
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Trail the stream until cancelled."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self.pending or self._resizes:
+                while (calm := self._skipped_at + FLOOD_PAUSE - time.monotonic()) > 0:  # noqa: ASYNC110 - a time
+                    await asyncio.sleep(calm)
+                # The turn comes first: while it waits, output arrives (and a skip-ahead
+                # may drop the oldest), so the slice is cut from what is there after.
+                await _budget.turn()
+                if not self._feed_slice():
+                    break
+
+    def _apply_resizes(self) -> None:
+        while self._resizes and self._resizes[0][0] <= self.fed:
+            _, columns, lines = self._resizes.popleft()
+            self.emulator.resize(columns, lines)
+            self._rendered = None
+
+    def _feed(self, chunk: bytes) -> None:
+        self.emulator.feed(chunk)
+        self._rendered = None
+
+    def _skip_ahead(self) -> None:
+        drop = len(self.pending) - EMULATOR_KEEP
+        newline = self.pending.find(b"\n", drop)
+        drop = newline + 1 if 0 <= newline < len(self.pending) - 1 else drop
+        del self.pending[:drop]
+        self.fed += drop
+        self._skipped_at = time.monotonic()
+        self._apply_resizes()
+
+    def _feed_slice(self) -> bool:
+        """Apply the resizes that are due and feed the emulator one slice. Returns False
+        when there is nothing it can eat yet (no complete line, no escape to cut at)."""
+        self._apply_resizes()
+        limit = min(len(self.pending), EMULATOR_SLICE)
+        if self._resizes:
+            limit = min(limit, self._resizes[0][0] - self.fed)
+        at_marker = bool(self._resizes) and limit == self._resizes[0][0] - self.fed
+        cut = limit if at_marker else safe_cut(self.pending, limit)
+        if cut <= 0 and len(self.pending) > EMULATOR_KEEP:
+            cut = limit  # no safe point in a long run: take it as it is
+        if cut <= 0:
+            return False
+        chunk = bytes(self.pending[:cut])
+        del self.pending[:cut]
+        self.fed += cut
+        started = time.monotonic()
+        self._feed(chunk)
+        _budget.spent(time.monotonic() - started)
+        return True

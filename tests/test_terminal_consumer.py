@@ -140,7 +140,7 @@ async def test_ctrl_c_stops_a_flood_and_other_terminals_keep_answering(node, eng
         await quiet.until_text("still-10\r\n", within=10)
         assert terminal.closed is None  # the flooding terminal is still open
         hub = hubs._hubs[node.container_id]
-        assert len(hub._pending) <= hubs.EMULATOR_BACKLOG
+        assert len(hub.screen.pending) <= hubs.EMULATOR_BACKLOG
 
         await terminal.type("\x03")
         await terminal.until(lambda t: "^C" in t.text[-20000:], within=10)

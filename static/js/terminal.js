@@ -4,6 +4,7 @@
 // Relative paths rather than an import map: the CSP allows no inline script.
 import { Terminal } from "../vendor/xterm/lib/xterm.mjs";
 import { FitAddon } from "../vendor/xterm-addon-fit/lib/addon-fit.mjs";
+import { WebglAddon } from "../vendor/xterm-addon-webgl/lib/addon-webgl.mjs";
 import { backoff, CLOSE } from "./api.js";
 
 // Replies xterm.js sends on its own: device attributes, cursor and mode reports.
@@ -13,6 +14,25 @@ const FINAL = new Map([
   [CLOSE.NOT_FOUND, "This node does not exist any more."],
   [CLOSE.GONE, "This node is gone."],
 ]);
+
+// WebGL draws faster than the DOM on a real GPU, and 3-4x slower on a software one
+// (SwiftShader in headless Chromium, llvmpipe): measured in bench/browser_throughput.py.
+const SOFTWARE_GL = /swiftshader|llvmpipe|softpipe|software|basic render/i;
+
+function hardwareWebgl() {
+  try {
+    const gl = document.createElement("canvas").getContext("webgl2");
+    if (!gl) return false;
+    const info = gl.getExtension("WEBGL_debug_renderer_info");
+    const name = info ? gl.getParameter(info.UNMASKED_RENDERER_WEBGL) : gl.getParameter(gl.RENDERER);
+    gl.getExtension("WEBGL_lose_context")?.loseContext();
+    return !SOFTWARE_GL.test(String(name));
+  } catch {
+    return false;
+  }
+}
+
+let useWebgl = null;
 
 // Acknowledge drawn output once this much is unacknowledged, or after ACK_DELAY ms.
 const ACK_BYTES = 32768;
@@ -41,6 +61,7 @@ export class NodeTerminal {
     this.fit = new FitAddon();
     this.term.loadAddon(this.fit);
     this.term.open(this.element);
+    this.renderer = this.loadRenderer();
     this.term.attachCustomKeyEventHandler((event) => this.onKey(event));
     this.term.onData((text) => {
       // Every tab's xterm.js answers a program's terminal queries (vim asks several);
@@ -59,6 +80,23 @@ export class NodeTerminal {
     this.observer = new ResizeObserver(() => this.refit());
     this.observer.observe(this.element);
     this.connect();
+  }
+
+  // "webgl" or "dom"; the DOM renderer stays when WebGL is missing, software or lost.
+  loadRenderer() {
+    useWebgl ??= hardwareWebgl();
+    if (!useWebgl) return "dom";
+    try {
+      const webgl = new WebglAddon();
+      webgl.onContextLoss(() => {
+        webgl.dispose();
+        this.renderer = "dom";
+      });
+      this.term.loadAddon(webgl);
+      return "webgl";
+    } catch {
+      return "dom";
+    }
   }
 
   setState(state, text) {
