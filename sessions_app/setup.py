@@ -176,17 +176,19 @@ class _Setup:
         return sorted(self.made, key=lambda node: node.number)
 
     async def form_swarm(self, managers: list[Node], workers: list[Node]) -> None:
-        """The first manager inits the swarm; the other managers join one at a time (at
-        once, raft may refuse some), the workers all at once alongside them."""
+        """The first manager inits the swarm; every other node joins at once. A manager
+        whose join fails (raft can refuse one of several at once) leaves what it half
+        joined and joins again, alone, once the others are done."""
         first, of = managers[0], len(managers) + len(workers)
         await self.progress("swarm", 0, of, None)
         await self.command(first, ["docker", "swarm", "init", "--advertise-addr", first.ip])
         joined = [first]
         await self.progress("swarm", 1, of, first.name)
-        tokens = {}
-        for role in (MANAGER, WORKER):
-            token = ["docker", "swarm", "join-token", "-q", role]
-            tokens[role] = (await self.command(first, token)).strip()
+        roles = (MANAGER, WORKER)
+        listed = await _all(
+            self.command(first, ["docker", "swarm", "join-token", "-q", role]) for role in roles
+        )
+        tokens = {role: output.strip() for role, output in zip(roles, listed, strict=True)}
 
         async def join(node: Node, role: str) -> None:
             argv = ["docker", "swarm", "join", "--token", tokens[role]]
@@ -196,11 +198,20 @@ class _Setup:
             joined.append(node)
             await self.progress("swarm", len(joined), of, node.name)
 
-        async def managers_in_turn() -> None:
-            for node in managers[1:]:
-                await join(node, MANAGER)
+        refused: list[Node] = []
 
-        await _all([managers_in_turn(), *(join(node, WORKER) for node in workers)])
+        async def manager(node: Node) -> None:
+            try:
+                await join(node, MANAGER)
+            except SetupFailed:
+                refused.append(node)
+
+        await _all([*(manager(node) for node in managers[1:]), *(join(n, WORKER) for n in workers)])
+        for node in refused:
+            log.info("setup of %s: %s joins again, alone", self.session, node.name)
+            with contextlib.suppress(SetupFailed):
+                await self.command(node, ["docker", "swarm", "leave", "--force"])
+            await join(node, MANAGER)
 
     async def wait_until_ready(self, first: Node, swarm: list[tuple[Node, str]]) -> None:
         wanted = {node.hostname: role == MANAGER for node, role in swarm}
