@@ -5,6 +5,7 @@ is stopped in a finally. docs/reliability.md lists each fault with its expected 
 
 import concurrent.futures
 import contextlib
+import http.client
 import json
 import subprocess
 import time
@@ -333,3 +334,39 @@ def test_a_node_removed_from_outside_has_its_port_urls_answer_404(engine, tmp_pa
 
     assert up == (200, "")
     assert gone == (404, "port_not_found")
+
+
+def test_files_of_a_node_removed_from_outside_answer_node_gone_and_leave_nothing(engine, tmp_path):
+    """A download under way when the node's container goes ends short (never a whole
+    answer); afterwards both directions answer 410 node_gone, and the node is gone."""
+    with restartable_server(tmp_path) as server:
+        sid = _created(server, "/api/sessions/")["id"]
+        _created(server, f"/api/sessions/{sid}/nodes/")
+        url = f"{server.url}/api/sessions/{sid}/nodes/node1/files/"
+        server.request(
+            "POST",
+            f"/api/sessions/{sid}/nodes/node1/exec/",
+            {"command": ["sh", "-c", "head -c 50000000 /dev/urandom > /root/big"], "timeout": 60},
+        )
+        received, cut_short = 0, False
+        with urllib.request.urlopen(url + "?path=/root/big", timeout=60) as response:
+            length = int(response.headers["Content-Length"])
+            received += len(response.read(1 << 20))
+            engine.client().api.remove_container(_container_of(server, sid), force=True)
+            try:
+                while block := response.read(1 << 20):
+                    received += len(block)
+            except (OSError, http.client.IncompleteRead):
+                cut_short = True
+        download = server.request("GET", "/api/sessions/" + sid + "/nodes/node1/files/")
+        upload = subprocess.run(
+            ["curl", "-sS", "-F", "file=@/etc/hostname", url], capture_output=True, text=True
+        )
+        _, listed = server.request("GET", f"/api/sessions/{sid}/nodes/node1/")
+        server.request("DELETE", f"/api/sessions/{sid}/")
+
+    assert cut_short or received < length
+    assert download[0] == 410
+    assert download[1]["error"]["code"] == "node_gone"
+    assert json.loads(upload.stdout)["error"]["code"] == "node_gone"
+    assert listed["status"] == "gone"
