@@ -303,8 +303,29 @@ class LiveServer:
     def __enter__(self) -> LiveServer:
         return self if self.daphne is not None and self.daphne.running() else self.start()
 
-    def __exit__(self, *exc_info: object) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if exc_type is not None and issubclass(exc_type, Exception):
+            print(self.describe(), file=sys.stderr)
         self.stop()
+
+    def describe(self) -> str:
+        """What a human reading a failure needs: the end of each log, the engine's objects."""
+        parts = [
+            f"--- {p.name} (pid {p.pid}) log, last lines\n{p.tail(40)}" for p in self.processes
+        ]
+        try:
+            objects = self.objects()
+            listed = [f"{c['Names'][0]} {c.get('Status')}" for c in objects.containers]
+            listed += [str(o.get("Name")) for o in objects.networks + objects.volumes]
+        except RuntimeError as exc:
+            listed = [str(exc)]
+        parts.append(f"--- on the engine as {self.instance.name}\n" + "\n".join(listed))
+        return "\n".join(parts)
 
 
 @contextlib.contextmanager

@@ -93,6 +93,27 @@ def test_two_servers_have_their_own_database_and_label(engine, tmp_path):
     assert networks[1] == []
 
 
+def test_a_failure_in_the_block_prints_the_log_and_the_engine_and_still_cleans_up(engine, capsys):
+    servers = []
+
+    def fail_in_the_block() -> None:
+        with live_server(PWD_POOL_SIZE="0") as server:
+            servers.append(server)
+            status, session = server.request("POST", "/api/sessions/")
+            assert status == 201, session
+            raise AssertionError("on purpose")
+
+    with pytest.raises(AssertionError, match="on purpose"):
+        fail_in_the_block()
+
+    printed = capsys.readouterr().err
+    name = servers[0].instance.name
+    on_engine = printed.split(f"--- on the engine as {name}\n", 1)[1].splitlines()
+    assert '"POST /api/sessions/' in printed  # daphne's access log
+    assert [line for line in on_engine if line.startswith(f"{name}-")]  # the session network
+    assert listed(name) == {"containers": [], "networks": [], "volumes": []}
+
+
 def test_a_server_that_cannot_start_says_why_and_leaves_no_process(tmp_path):
     with Instance(tmp_path) as instance:
         server = LiveServer(instance, PWD_MAX_BODY="not a size")
