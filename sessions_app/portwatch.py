@@ -30,11 +30,15 @@ LINGER = 10.0
 RETRY = 5.0
 # How long the node JSON waits for a one-shot read before it answers without ports.
 READ_TIMEOUT = 3.0
+# A one-shot read is reused this long: a client polling the session starts no exec each time.
+READ_REUSE = 2.0
 # Events that change which nodes a session has.
 NODE_EVENTS = {"node.added", "node.removed", "node.gone"}
 
 # container id -> its ports as last seen (by a watch or a read).
 _known: dict[str, list[int]] = {}
+# container id -> when a one-shot read last finished (loop time).
+_read_at: dict[str, float] = {}
 _sessions: dict[str, _SessionWatch] = {}
 
 
@@ -50,19 +54,25 @@ def _watched(container_id: str) -> bool:
 async def with_ports(nodes: list[Node]) -> list[Node]:
     """``nodes``, after reading the ports of each running one that no watch follows
     (all at once; a node that does not answer in time keeps what was last seen)."""
+    now = asyncio.get_running_loop().time()
     unread = [
         n
         for n in nodes
-        if n.status == Node.Status.RUNNING and n.container_id and not _watched(n.container_id)
+        if n.status == Node.Status.RUNNING
+        and n.container_id
+        and not _watched(n.container_id)
+        and now - _read_at.get(n.container_id, float("-inf")) >= READ_REUSE
     ]
 
     async def read(node: Node) -> None:
         with contextlib.suppress(engine.EngineError, TimeoutError):
             async with asyncio.timeout(READ_TIMEOUT):
                 _known[node.container_id] = await node_ports.read_ports(node.container_id)
+                _read_at[node.container_id] = asyncio.get_running_loop().time()
 
     if len(_known) > 10000:  # nodes long gone; what is live is read again
         _known.clear()
+        _read_at.clear()
     await asyncio.gather(*(read(node) for node in unread))
     return nodes
 

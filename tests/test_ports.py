@@ -361,3 +361,19 @@ def _post_with_origin(server, origin: str) -> tuple[int, dict]:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
+
+
+@pytest.mark.parametrize(
+    "label", ["{token}-node1-9998", "{random}-node1-8001", "{token}-node7-8001"]
+)
+def test_a_websocket_to_a_closed_port_or_a_bad_name_is_refused_at_the_handshake(
+    server, served, label
+):
+    from websockets.exceptions import InvalidStatus
+
+    name = label.format(token=served["token"], random=secrets.token_hex(8))
+    host = f"{name}.localhost:{_app_port(server)}"
+    sock = socket_module.create_connection(("127.0.0.1", _app_port(server)), timeout=10)
+    with pytest.raises(InvalidStatus) as refused:
+        websockets.sync.client.connect(f"ws://{host}/", sock=sock, open_timeout=10)
+    assert refused.value.response.status_code == 403
