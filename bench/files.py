@@ -207,6 +207,16 @@ def section(result: dict[str, Any], command: str) -> str:
             "`docker cp` goes through the engine's archive API to the container's original "
             "root; the API's files go through an exec into the node's own root (see "
             "`sessions_app/engine/files.py`).",
+            "",
+            "Where the time goes (timed inside the server, 2026-12-01 13:03 UTC, load ~40): an "
+            "upload spends ~2 s receiving and spooling the body (Twisted's temporary file, "
+            "then Django's), ~2.4 s parsing it and writing it through the exec's stdin, "
+            "~0.4 s on the rename exec; the server's own CPU for 100 MiB is ~0.35 s in a "
+            "download, so the rest is the exec stream (process, FIFO, dockerd, framing) and "
+            "the wait for a CPU. The same file read with `docker exec ... cat` from the CLI "
+            "took 1.3-2.3 s against `docker cp`'s 0.9-1.7 s, and four parallel range reads "
+            "2.1-3.3 s against 4-8 s for one stream: parallel ranges are the next step for "
+            "downloads (not done).",
             END,
         ]
     )
