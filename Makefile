@@ -39,6 +39,7 @@ node-image:
 bench: prereqs
 	@$(PY) bench/run.py $(BENCH_ARGS)
 	@$(PY) bench/profiles.py
+	@$(PY) bench/swarm_setup.py
 	@$(PY) bench/stats.py
 	@$(PY) bench/browser_throughput.py
 	@$(PY) bench/ports.py
