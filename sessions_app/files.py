@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -104,6 +104,8 @@ class Outgoing:
     content_type: str
     size: int | None
     chunks: AsyncIterator[bytes]
+    # Ends the command in the node when the chunks are not read (a HEAD request).
+    close: Callable[[], Awaitable[None]]
 
     def headers(self) -> dict[str, str]:
         headers = {
@@ -146,6 +148,7 @@ async def download(session: Session, name: str, raw_path: str | None) -> Outgoin
         content_type="application/octet-stream" if is_file else "application/x-tar",
         size=found.size if is_file and found.size > 0 else None,
         chunks=_coalesce(found.chunks(), CHUNK // 4),
+        close=found.stream.close,
     )
 
 

@@ -83,7 +83,14 @@ async def download(
 ) -> HttpResponse:
     session = await services.active_session(session_id)
     outgoing = await files.download(session, name, path)
+    if request.method == "HEAD":
+        await outgoing.close()
+        return HttpResponse(headers=outgoing.headers())
     return StreamingHttpResponse(outgoing.chunks, headers=outgoing.headers())
+
+
+# HEAD: the headers a GET would have (after the same checks), nothing read in the node.
+router.add_api_operation(PATH, ["HEAD"], download, include_in_schema=False)
 
 
 @router.post(

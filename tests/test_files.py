@@ -378,3 +378,16 @@ def test_a_slow_reader_does_not_pile_the_download_up_in_server_memory(node, work
 
     assert received == 50 * 2**20
     assert memory.value - memory.start < 20, (memory.start, memory.value)
+
+
+def test_head_gives_the_headers_of_a_download_and_no_body(node, workdir):
+    node.output(f"printf 12345 > {workdir}/h.txt")
+    request = urllib.request.Request(node.url + _query(f"{workdir}/h.txt"), method="HEAD")
+
+    with urllib.request.urlopen(request, timeout=60) as response:
+        status, headers, body = response.status, response.headers, response.read()
+
+    assert status == 200
+    assert headers["Content-Length"] == "5"
+    assert headers["Content-Disposition"] == 'attachment; filename="h.txt"'
+    assert body == b""
