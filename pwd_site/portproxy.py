@@ -170,7 +170,10 @@ async def proxy_http(scope: dict[str, Any], receive: Any, send: Any) -> None:
     try:
         response = await client().send(request, stream=True)
     except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout):
-        await _error(send, 502, *CLOSED)
+        if await ports.still_there(name):
+            await _error(send, 502, *CLOSED)
+        else:
+            await _error(send, 404, *NOT_FOUND)
         return
     except httpx.HTTPError as exc:
         await _error(send, 502, "port_failed", f"The node's server did not answer: {exc}.")

@@ -142,6 +142,18 @@ async def route(name: PortName) -> Route:
     return result
 
 
+async def still_there(name: PortName) -> bool:
+    """Whether ``name`` still has a route when its cached one failed to connect: the
+    session may have ended or the node gone within the cache's second (then 404, not a
+    closed port)."""
+    _routes.pop((name.token, name.node), None)
+    try:
+        await route(name)
+    except PortNotFound:
+        return False
+    return True
+
+
 def forget_routes() -> None:
     """Drop every cached route (tests, and a node's end within this process)."""
     _routes.clear()
