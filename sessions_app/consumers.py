@@ -38,13 +38,16 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         # Channels also listens on the layer for this consumer's own channel; with Redis
         # down that listener fails too, after or before connect() has told the client.
-        # The viewer reconnects; a warning is all the log needs.
+        # The socket is closed with 4503 so that the viewer reconnects (left open, it
+        # would hear nothing more, unawares); a warning is all the log needs.
         try:
             await super().__call__(scope, receive, send)
         except Exception as exc:
             if not _is_layer_outage(exc):
                 raise
             log.warning("events websocket ended: the channel layer is unavailable: %s", exc)
+            with contextlib.suppress(Exception):  # the client may have gone already
+                await send({"type": "websocket.close", "code": CLOSE_UNAVAILABLE})
         finally:
             # Ended that way, the socket never hears disconnect(): stop its stats too.
             if self.session_id:

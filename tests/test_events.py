@@ -65,58 +65,77 @@ def redis_or_missing() -> None:
 
 @pytest.mark.redis
 async def test_an_event_from_another_process_reaches_a_websocket_through_redis(engine, tmp_path):
-    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
 
     redis_or_missing()
     with live_server(tmp_path, REDIS_URL=REDIS_URL, PWD_REAP_INTERVAL="1s") as server:
-        status, created = await asyncio.to_thread(server.request, "POST", "/api/sessions/")
-        assert status == 201, created
-        session_id = created["id"]
-        ws_url = server.url.replace("http", "ws") + f"/ws/sessions/{session_id}/events/"
-        async with connect(ws_url) as viewer:
-            # The viewer's subscription may reach Redis only after a first publish on a
-            # busy machine: publish again (at most three times) until it is heard.
-            event = None
-            script = (
-                "from sessions_app import events\n"
-                f"events.publish_sync({session_id!r}, {{'type': 'node.gone', 'name': 'node3'}})"
-            )
-            for _ in range(3):
-                published = await asyncio.to_thread(server.python, script)
-                assert published.returncode == 0, published.stderr
-                with contextlib.suppress(TimeoutError):
-                    event = json.loads(await asyncio.wait_for(viewer.recv(), 10))
-                    break
-            assert event == {"type": "node.gone", "name": "node3"}
-            # Drain any copy of a repeated publish before the next event.
-            with contextlib.suppress(TimeoutError):
-                while True:
-                    extra = json.loads(await asyncio.wait_for(viewer.recv(), 1))
-                    assert extra == {"type": "node.gone", "name": "node3"}
-
-            # The reaper is a process of its own: its news arrives the same way.
-            with sqlite3.connect(tmp_path / "db.sqlite3") as db:
-                db.execute(
-                    "UPDATE sessions_app_session SET last_activity_at = '2000-01-01 00:00:00'"
-                )
-            # A pass that meets a locked SQLite database on a busy machine logs the error
-            # and ends nothing; the next pass (at most three) does what it did not.
-            passes = []
-            for _ in range(3):
-                reaped = await asyncio.to_thread(server.manage, "reap", "--once")
-                assert reaped.returncode == 0, reaped.stderr
-                passes.append(reaped.stderr)
-                with sqlite3.connect(tmp_path / "db.sqlite3") as db:
-                    (ended,) = db.execute(
-                        "SELECT ended_at FROM sessions_app_session WHERE id = ?", (session_id,)
-                    ).fetchone()
-                if ended is not None:
-                    break
-            assert ended is not None, passes
+        # On a swamped machine a Redis read can time out under the server's listener:
+        # the socket is then closed with 4503 (a page would reconnect). The scenario
+        # runs again on a fresh session then, at most three times; any other close fails.
+        outages = []
+        for _ in range(3):
             try:
-                event = json.loads(await asyncio.wait_for(viewer.recv(), 10))
-            except TimeoutError:
-                raise AssertionError(f"no session.ended heard; the reaper said: {passes}") from None
-            assert event == {"type": "session.ended", "reason": "expired"}
+                session_id = await _events_reach_a_viewer_from_other_processes(server, tmp_path)
+                break
+            except ConnectionClosed as closed:
+                if closed.rcvd is None or closed.rcvd.code != 4503:
+                    raise AssertionError(f"the events websocket closed: {closed}") from closed
+                outages.append(str(closed))
+        else:
+            raise AssertionError(f"the channel layer failed every time: {outages}")
         left = await asyncio.to_thread(server.objects)
         assert not [n for n in left.networks if n["Labels"]["pwd.session"] == session_id]
+
+
+async def _events_reach_a_viewer_from_other_processes(server, tmp_path) -> str:
+    """A publish from a one-off process, then the reaper's news, heard by one viewer."""
+    from websockets.asyncio.client import connect
+
+    status, created = await asyncio.to_thread(server.request, "POST", "/api/sessions/")
+    assert status == 201, created
+    session_id = created["id"]
+    ws_url = server.url.replace("http", "ws") + f"/ws/sessions/{session_id}/events/"
+    async with connect(ws_url) as viewer:
+        # The viewer's subscription may reach Redis only after a first publish on a
+        # busy machine: publish again (at most three times) until it is heard.
+        event = None
+        script = (
+            "from sessions_app import events\n"
+            f"events.publish_sync({session_id!r}, {{'type': 'node.gone', 'name': 'node3'}})"
+        )
+        for _ in range(3):
+            published = await asyncio.to_thread(server.python, script)
+            assert published.returncode == 0, published.stderr
+            with contextlib.suppress(TimeoutError):
+                event = json.loads(await asyncio.wait_for(viewer.recv(), 10))
+                break
+        assert event == {"type": "node.gone", "name": "node3"}
+        # Drain any copy of a repeated publish before the next event.
+        with contextlib.suppress(TimeoutError):
+            while True:
+                extra = json.loads(await asyncio.wait_for(viewer.recv(), 1))
+                assert extra == {"type": "node.gone", "name": "node3"}
+
+        # The reaper is a process of its own: its news arrives the same way.
+        with sqlite3.connect(tmp_path / "db.sqlite3") as db:
+            db.execute("UPDATE sessions_app_session SET last_activity_at = '2000-01-01 00:00:00'")
+        # A pass that meets a locked SQLite database on a busy machine logs the error
+        # and ends nothing; the next pass (at most three) does what it did not.
+        passes = []
+        for _ in range(3):
+            reaped = await asyncio.to_thread(server.manage, "reap", "--once")
+            assert reaped.returncode == 0, reaped.stderr
+            passes.append(reaped.stderr)
+            with sqlite3.connect(tmp_path / "db.sqlite3") as db:
+                (ended,) = db.execute(
+                    "SELECT ended_at FROM sessions_app_session WHERE id = ?", (session_id,)
+                ).fetchone()
+            if ended is not None:
+                break
+        assert ended is not None, passes
+        try:
+            event = json.loads(await asyncio.wait_for(viewer.recv(), 10))
+        except TimeoutError:
+            raise AssertionError(f"no session.ended heard; the reaper said: {passes}") from None
+        assert event == {"type": "session.ended", "reason": "expired"}
+    return session_id
