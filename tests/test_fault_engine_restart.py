@@ -121,7 +121,13 @@ def _tear_down(private: PrivateEngine) -> None:
 
 
 def test_an_engine_restart_reports_lost_nodes_gone_and_pwd_carries_on(private_engine, tmp_path):
-    env = {"DOCKER_HOST": private_engine.url, "PWD_NODE_PROFILE": "caps"}
+    # Disks of its own: the reaper removes every disk in PWD_DISK_DIR that no container
+    # of *its* engine claims, and the host's disks belong to the shared engine's nodes.
+    env = {
+        "DOCKER_HOST": private_engine.url,
+        "PWD_NODE_PROFILE": "caps",
+        "PWD_DISK_DIR": str(private_engine.root / "disks"),
+    }
     with restartable_server(tmp_path, **env) as server:
         status, session = server.request("POST", "/api/sessions/")
         assert status == 201, session
