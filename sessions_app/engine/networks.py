@@ -11,8 +11,9 @@ from docker.errors import APIError, DockerException, NotFound
 
 from sessions_app.engine import ROLE_NETWORK, EngineError, EngineUnavailable, client, labels
 
-# Seconds to keep trying to remove a network whose endpoints are still going away.
-NETWORK_REMOVE_PATIENCE = 10.0
+# Seconds to keep trying to remove a network whose endpoints are still going away (a
+# swarm under load was seen to hold a task on it for more than ten).
+NETWORK_REMOVE_PATIENCE = 30.0
 
 
 def network_name(session_id: str) -> str:
