@@ -195,10 +195,11 @@ class TerminalConsumer(AsyncWebsocketConsumer):
         task.add_done_callback(self._tasks.discard)
 
     def _node_gone(self) -> None:
-        """Called by the hub when the container disappeared under the terminal."""
+        """Called by the hub when the container disappeared or stopped under the terminal.
+
+        The node is not marked gone here: a container that stopped (an engine restart)
+        is still there, and the reaper removes it as it marks it (``node.gone``)."""
         self.client = None
-        if self.node is not None:
-            self._spawn(services.mark_gone(self.node))
         self._spawn(self._fail("node_gone", f"{self.node_name} is gone", CLOSE_GONE))
 
     async def _keepalive(self) -> None:
