@@ -25,6 +25,25 @@ from tests.live_server import ROOT, live_server
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+@pytest.fixture(autouse=True)
+def _lifecycle_only(monkeypatch):
+    """Viewers here hear the lifecycle only: no stats readers or port watches start in
+    this process (tests/test_stats.py and test_ports.py test those). Their own events,
+    and a stats reader marking a vanished node gone first, would race the reaper's."""
+    from sessions_app import portwatch
+    from sessions_app import stats as live_stats
+
+    for module, name in [
+        (live_stats, "watch"),
+        (live_stats, "unwatch"),
+        (live_stats, "nodes_changed"),
+        (portwatch, "join"),
+        (portwatch, "leave"),
+        (portwatch, "on_event"),
+    ]:
+        monkeypatch.setattr(module, name, lambda *args, **kwargs: None)
+
+
 async def reap():
     """One pass, on a thread of its own as in the real (synchronous) command."""
     return await sync_to_async(Reaper(interval=1).run_once, thread_sensitive=False)()
