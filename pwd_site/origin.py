@@ -69,16 +69,33 @@ def origin_allowed(origin: str | None, host: str | None, scheme: str = "http") -
     return host is not None and parts.netloc == host.strip().lower()
 
 
-class OriginCheck:
-    """ASGI middleware refusing websocket handshakes for a foreign Host or Origin."""
+def embed_origin_allowed(origin: str | None) -> bool:
+    """Whether ``origin`` is exactly one of PWD_EMBED_ORIGINS (never a suffix match)."""
+    if not origin:
+        return False
+    wanted = origin.strip().lower().rstrip("/")
+    return wanted in {o.strip().lower().rstrip("/") for o in settings.PWD_EMBED_ORIGINS}
 
-    def __init__(self, application: Any) -> None:
+
+class OriginCheck:
+    """ASGI middleware refusing websocket handshakes for a foreign Host or Origin.
+
+    Under ``embed_prefixes`` (paths documentation pages open from their own origin) the
+    PWD_EMBED_ORIGINS are allowed too."""
+
+    def __init__(self, application: Any, embed_prefixes: tuple[str, ...] = ()) -> None:
         self.application = application
+        self.embed_prefixes = embed_prefixes
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
         if scope["type"] == "websocket":
             host = _header(scope, b"host")
             origin = _header(scope, b"origin")
-            if not (host_allowed(host) and origin_allowed(origin, host, site_scheme(scope))):
+            path = scope.get("path", "")
+            embed = bool(self.embed_prefixes) and path.startswith(self.embed_prefixes)
+            allowed = origin_allowed(origin, host, site_scheme(scope)) or (
+                embed and embed_origin_allowed(origin)
+            )
+            if not (host_allowed(host) and allowed):
                 return await WebsocketDenier()(scope, receive, send)
         return await self.application(scope, receive, send)

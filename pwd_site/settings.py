@@ -37,6 +37,12 @@ ALLOWED_HOSTS = envlist("PWD_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]",
 PWD_TRUSTED_ORIGINS = envlist("PWD_TRUSTED_ORIGINS", [])
 CSRF_TRUSTED_ORIGINS = PWD_TRUSTED_ORIGINS
 CORS_ALLOWED_ORIGINS = envlist("PWD_CORS_ORIGINS", [])
+# Documentation sites that embed pwd: exact ``scheme://host[:port]`` origins, never a
+# suffix. They get CORS with credentials on the embed and Play with Docker routes, may
+# frame the embed pages, and may open their websockets (docs/embed.md, docs/compat.md).
+PWD_EMBED_ORIGINS = envlist("PWD_EMBED_ORIGINS", [])
+# Hosts a Play with Docker upload (``?url=``) may fetch from, exact names; empty: none.
+PWD_COMPAT_UPLOAD_HOSTS = envlist("PWD_COMPAT_UPLOAD_HOSTS", [])
 # The largest request body the server takes at all; a bigger one is refused with 413
 # before it is read (pwd_site/bodylimit.py). The API's own cap on its JSON is lower.
 PWD_MAX_BODY = envsize("PWD_MAX_BODY", "1m")
@@ -54,6 +60,7 @@ INSTALLED_APPS = [
     "sessions_app",
     "terminals",
     "front",
+    "pwd_compat",
 ]
 
 MIDDLEWARE = [

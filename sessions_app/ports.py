@@ -1,5 +1,9 @@
 """Port URLs: the host name ``<token>-<node>-<port>.<PWD_PORTS_DOMAIN>`` and what it reaches.
 
+Play with Docker's form, ``<token>-<node>-<port>.direct.<site host>`` (its SDK builds it
+from an instance's ``proxy_host``, docs/compat.md), names the same port when the site
+host is the ports domain or one of ALLOWED_HOSTS.
+
 A host name is looked up, never trusted: its token must be an active session's
 ``port_token``, its node a running node of that session, and the address is the one the
 engine gives that node's container on docker_gwbridge. Nothing in the name can point the
@@ -14,6 +18,7 @@ from dataclasses import dataclass
 
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.http.request import validate_host
 
 from sessions_app import engine
 from sessions_app.engine import ports as node_ports
@@ -61,9 +66,23 @@ def domain_of(host: str) -> str:
     return host.rsplit(":", 1)[0].rstrip(".") if ":" in host else host.rstrip(".")
 
 
+DIRECT = ".direct."
+
+
+def _label(domain: str) -> str | None:
+    """The first label of a port URL's (lowered) domain, in either form; else None."""
+    label, direct, site = domain.partition(DIRECT)
+    known_site = site == settings.PWD_PORTS_DOMAIN or validate_host(site, settings.ALLOWED_HOSTS)
+    if direct and label and "." not in label and known_site:
+        return label
+    suffix = "." + settings.PWD_PORTS_DOMAIN
+    return domain[: -len(suffix)] if domain.endswith(suffix) else None
+
+
 def is_port_host(host: str | None) -> bool:
-    """Whether a Host header names something under PWD_PORTS_DOMAIN (the proxy's)."""
-    return bool(host) and domain_of(host).endswith("." + settings.PWD_PORTS_DOMAIN)
+    """Whether a Host header names something under PWD_PORTS_DOMAIN (the proxy's), or
+    PWD's ``.direct.`` form of it."""
+    return bool(host) and _label(domain_of(host)) is not None
 
 
 def parse_host(host: str) -> PortName | None:
@@ -71,11 +90,10 @@ def parse_host(host: str) -> PortName | None:
     _, colon, port = host.strip().partition(":")
     if colon and not port.isdigit():
         return None
-    domain = domain_of(host)
-    suffix = "." + settings.PWD_PORTS_DOMAIN
-    if not domain.endswith(suffix):
+    label = _label(domain_of(host))
+    if label is None:
         return None
-    found = _LABEL.match(domain[: -len(suffix)])
+    found = _LABEL.match(label)
     if found is None or int(found["port"]) > 65535:
         return None
     return PortName(found["token"], found["node"], int(found["port"]))
