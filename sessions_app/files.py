@@ -78,7 +78,7 @@ def _engine_error(exc: engine.EngineError, path: str) -> Exception:
     if isinstance(exc, node_files.PathNotFound):
         return NotFound(f"The node has no {path or 'current directory'}.", "path_not_found")
     if isinstance(exc, node_files.NotAFile):
-        return BadRequest(f"{path} is neither a file nor a directory.", "not_a_file")
+        return Conflict(f"{path} is neither a file nor a directory.", "not_a_file")
     if isinstance(exc, node_files.IsADirectory):
         return Conflict(f"An upload would replace a directory: {exc}.", "is_a_directory")
     if isinstance(exc, node_files.WriteFailed | StdinClosed):
@@ -176,7 +176,7 @@ class _Upload:
         if self.target.is_dir:
             self.final = f"{self.target.path.rstrip('/')}/{filename}"
         elif self.written:
-            raise BadRequest(
+            raise Conflict(
                 "Several files go into a directory; the path names a file.", "not_a_directory"
             )
         else:

@@ -1,6 +1,9 @@
 """/api/docs/ in headless Chromium against a real daphne: Swagger UI draws every operation
 from /api/schema/, loads nothing from another origin, and breaks no rule of the CSP."""
 
+import json
+import urllib.request
+
 import pytest
 
 from tests.live_server import live_server
@@ -8,7 +11,14 @@ from tests.test_terminal_browser import browser  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.browser
 
-OPERATIONS = 7
+METHODS = {"get", "put", "post", "delete", "patch", "head", "options"}
+
+
+def documented_operations(server: str) -> int:
+    """How many operations /api/schema/ lists: the page must draw each one."""
+    with urllib.request.urlopen(f"{server}/api/schema/", timeout=30) as response:
+        schema = json.load(response)
+    return sum(len(METHODS & set(item)) for item in schema["paths"].values())
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +46,9 @@ def test_the_docs_draw_every_operation_from_local_files_within_the_csp(server, b
 
     assert response.status == 200
     assert "script-src 'self'" in response.headers["content-security-policy"]
-    assert page.locator(".opblock").count() == OPERATIONS
+    operations = documented_operations(server)
+    assert operations >= 7  # the sessions and nodes API at least
+    assert page.locator(".opblock").count() == operations
     assert problems == []
     assert requested
     assert [url for url in requested if not url.startswith((server, "data:"))] == []

@@ -199,7 +199,7 @@ def test_several_files_onto_one_file_path_are_refused_and_write_nothing(node, wo
         [("file", "a", b"1"), ("file", "b", b"2")], path=f"{workdir}/one.txt"
     )
 
-    assert status == 400, body
+    assert status == 409, body
     assert body["error"]["code"] == "not_a_directory"
     assert node.output(f"ls -A {workdir}") == ""
 
@@ -326,7 +326,7 @@ def test_a_file_downloads_with_its_length_and_a_safe_name(node, workdir):
     ("path", "status", "code"),
     [
         ("/no/such/file", 404, "path_not_found"),
-        ("/dev/null", 400, "not_a_file"),
+        ("/dev/null", 409, "not_a_file"),
         ("bad\0path", 400, "bad_path"),
         ("/" + "x" * 5000, 400, "bad_path"),
     ],
