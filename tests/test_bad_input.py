@@ -373,3 +373,115 @@ async def test_a_name_that_only_looks_like_a_port_url_is_the_apps(host):
 
     assert app_called
     assert status is None
+
+
+# Play with Docker's routes (pwd_compat, docs/compat.md): (method, path, body, Origin,
+# status, error code); {live} and {ended} are session ids. None may reach the engine.
+COMPAT_ORIGIN = "https://training.example.org"
+FORM = "application/x-www-form-urlencoded"
+COMPAT_CASES = [
+    ("POST", "/", "session-duration=ninety", None, 400, "bad_duration"),
+    ("POST", "/", "session-duration=-1h", None, 400, "bad_duration"),
+    ("POST", "/", "session-duration=0", None, 400, "bad_duration"),
+    ("POST", "/", "session-duration=999h", None, 400, "bad_duration"),
+    ("POST", "/", "stack=https://x.example/stack.yml", None, 400, "bad_stack"),
+    ("POST", "/", "image_name=ubuntu", None, 400, "bad_image"),
+    ("POST", "/", "session-duration=90m", "https://evil.example", 403, "origin_not_allowed"),
+    ("POST", "/", "", "https://evil-training.example.org", 403, "origin_not_allowed"),
+    ("GET", "/sessions/{ended}", None, None, 404, "session_not_found"),
+    ("DELETE", "/sessions/{ended}", None, None, 404, "session_not_found"),
+    ("PUT", "/sessions/{live}", None, None, 405, "method_not_allowed"),
+    ("POST", "/sessions/{live}/close", "", "https://evil.example", 403, "origin_not_allowed"),
+    ("DELETE", "/sessions/{live}", "", "https://evil.example", 403, "origin_not_allowed"),
+    ("POST", "/sessions/{ended}/instances", "{}", None, 500, "session_not_found"),
+    ("POST", "/sessions/{live}/instances", '{"ImageName": 5}', None, 400, "invalid_request"),
+    ("POST", "/sessions/{live}/instances", '{"imagename": "ubuntu"}', None, 400, "bad_image"),
+    ("POST", "/sessions/{live}/instances", '{"Envs": "A=B"}', None, 400, "invalid_request"),
+    ("POST", "/sessions/{live}/instances", '{"Networks": [1]}', None, 400, "invalid_request"),
+    ("POST", "/sessions/{live}/instances", '{"type": "windows"}', None, 401, "windows_not_allowed"),
+    ("POST", "/sessions/{live}/instances", "[1]", None, 400, "invalid_json"),
+    ("POST", "/sessions/{live}/instances", "{nope", None, 400, "invalid_json"),
+    ("DELETE", "/sessions/{ended}/instances/node1", None, None, 500, "session_not_found"),
+    (
+        "POST",
+        "/sessions/{live}/instances/node1/exec",
+        '{"command": "ls"}',
+        None,
+        400,
+        "invalid_request",
+    ),
+    ("POST", "/sessions/{live}/instances/node1/exec", '"ls"', None, 400, "invalid_request"),
+    (
+        "POST",
+        "/sessions/{live}/instances/node1/exec",
+        '{"command": [1]}',
+        None,
+        400,
+        "invalid_request",
+    ),
+    (
+        "POST",
+        "/sessions/{ended}/instances/node1/exec",
+        '{"command": ["ls"]}',
+        None,
+        404,
+        "session_not_found",
+    ),
+    (
+        "POST",
+        "/sessions/{live}/instances/node1/uploads?url=http://169.254.169.254/latest/x&path=",
+        "",
+        None,
+        400,
+        "url_not_allowed",
+    ),
+    (
+        "POST",
+        "/sessions/{live}/instances/node1/uploads?url=file:///etc/passwd&path=/",
+        "",
+        None,
+        400,
+        "url_not_allowed",
+    ),
+    (
+        "POST",
+        "/sessions/{ended}/instances/node1/uploads?url=&path=",
+        "",
+        None,
+        404,
+        "session_not_found",
+    ),
+    ("POST", "/sessions/{live}/setup", '{"instances": "node1"}', None, 400, "invalid_request"),
+    (
+        "POST",
+        "/sessions/{live}/setup",
+        '{"instances": [{"run": "ls"}]}',
+        None,
+        400,
+        "invalid_request",
+    ),
+    ("POST", "/sessions/{ended}/setup", '{"instances": [{}]}', None, 500, "session_not_found"),
+    ("GET", "/sessions/{live}/close", None, None, 405, "method_not_allowed"),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "origin", "status", "code"),
+    COMPAT_CASES,
+    ids=[f"{c[0]} {c[1][:50]} {str(c[2])[:30]} {c[3]}" for c in COMPAT_CASES],
+)
+async def test_a_bad_compat_request_gets_pwds_status_and_changes_nothing(
+    settings, ids, method, path, body, origin, status, code
+):
+    settings.PWD_EMBED_ORIGINS = [COMPAT_ORIGIN]
+    headers = {"Origin": origin} if origin else {}
+    kind = FORM if path == "/" else "application/json"
+    response = await AsyncClient().generic(
+        method, path.format(**ids), body or b"", content_type=kind, headers=headers
+    )
+
+    assert response.status_code == status, response.content
+    assert error_of(response)["code"] == code
+    assert await Session.objects.acount() == 2
+    assert await Session.objects.active().filter(pk=ids["live"]).aexists()
+    assert not await Node.objects.aexists()
