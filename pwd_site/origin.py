@@ -10,6 +10,7 @@ send no Origin (command-line tools, the benchmarks) are not browsers and are let
 through. A refused handshake is answered HTTP 403.
 """
 
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -77,11 +78,16 @@ def embed_origin_allowed(origin: str | None) -> bool:
     return wanted in {o.strip().lower().rstrip("/") for o in settings.PWD_EMBED_ORIGINS}
 
 
+# The native embed's websockets (static/pwd/embed.js): its nodes' terminals.
+EMBED_TERMINAL = re.compile(r"^/ws/sessions/[^/]+/nodes/[^/]+/terminal/$")
+
+
 class OriginCheck:
     """ASGI middleware refusing websocket handshakes for a foreign Host or Origin.
 
-    Under ``embed_prefixes`` (paths documentation pages open from their own origin) the
-    PWD_EMBED_ORIGINS are allowed too."""
+    Under ``embed_prefixes`` (paths documentation pages open from their own origin) and
+    on the native embed's terminals (EMBED_TERMINAL) the PWD_EMBED_ORIGINS are allowed
+    too."""
 
     def __init__(self, application: Any, embed_prefixes: tuple[str, ...] = ()) -> None:
         self.application = application
@@ -92,7 +98,9 @@ class OriginCheck:
             host = _header(scope, b"host")
             origin = _header(scope, b"origin")
             path = scope.get("path", "")
-            embed = bool(self.embed_prefixes) and path.startswith(self.embed_prefixes)
+            embed = EMBED_TERMINAL.match(path) is not None or (
+                bool(self.embed_prefixes) and path.startswith(self.embed_prefixes)
+            )
             allowed = origin_allowed(origin, host, site_scheme(scope)) or (
                 embed and embed_origin_allowed(origin)
             )

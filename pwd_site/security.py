@@ -7,7 +7,7 @@ own middleware adds X-Frame-Options DENY, Referrer-Policy same-origin and nosnif
 settings.py). Answers that carry a session id (its page, the session API, the start
 form's redirect) are never stored by a browser or a proxy. A view meant to be framed by
 documentation sites is wrapped in :func:`embeddable`, which lets exactly the
-PWD_TRUSTED_ORIGINS frame it. Answers made outside Django take
+PWD_TRUSTED_ORIGINS and PWD_EMBED_ORIGINS frame it. Answers made outside Django take
 :func:`standalone_headers`.
 """
 
@@ -71,13 +71,18 @@ class SecurityHeadersMiddleware(MiddlewareMixin):
             except Exception:  # noqa: BLE001 - a disallowed Host still gets a policy
                 host = "invalid"
             embeddable = getattr(response, "pwd_embeddable", False)
-            ancestors = settings.PWD_TRUSTED_ORIGINS if embeddable else None
+            ancestors = embed_ancestors() if embeddable else None
             response[HEADER] = content_security_policy(host, ancestors)
         return response
 
 
+def embed_ancestors() -> list[str]:
+    """Who may frame an embeddable page: PWD_TRUSTED_ORIGINS and PWD_EMBED_ORIGINS."""
+    return list(dict.fromkeys([*settings.PWD_TRUSTED_ORIGINS, *settings.PWD_EMBED_ORIGINS]))
+
+
 def embeddable(view: Callable[..., Any]) -> Callable[..., Any]:
-    """Let the app's own pages and the PWD_TRUSTED_ORIGINS frame this view's pages.
+    """Let the app's own pages and :func:`embed_ancestors` frame this view's pages.
 
     Everything else stays unframeable (X-Frame-Options DENY, frame-ancestors 'none').
     Works for sync and async views.

@@ -36,11 +36,12 @@ ALLOWED_HOSTS = envlist("PWD_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]",
 # scheme://host[:port] values); the app's own host is always allowed.
 PWD_TRUSTED_ORIGINS = envlist("PWD_TRUSTED_ORIGINS", [])
 CSRF_TRUSTED_ORIGINS = PWD_TRUSTED_ORIGINS
-CORS_ALLOWED_ORIGINS = envlist("PWD_CORS_ORIGINS", [])
 # Documentation sites that embed pwd: exact ``scheme://host[:port]`` origins, never a
 # suffix. They get CORS with credentials on the embed and Play with Docker routes, may
 # frame the embed pages, and may open their websockets (docs/embed.md, docs/compat.md).
 PWD_EMBED_ORIGINS = envlist("PWD_EMBED_ORIGINS", [])
+# The API takes the embed script's calls (native embed, static/pwd/embed.js) as well.
+CORS_ALLOWED_ORIGINS = envlist("PWD_CORS_ORIGINS", []) + PWD_EMBED_ORIGINS
 # Hosts a Play with Docker upload (``?url=``) may fetch from, exact names; empty: none.
 PWD_COMPAT_UPLOAD_HOSTS = envlist("PWD_COMPAT_UPLOAD_HOSTS", [])
 # The largest request body the server takes at all; a bigger one is refused with 413
@@ -223,6 +224,12 @@ PWD_MAX_TOTAL_NODES = envint("PWD_MAX_TOTAL_NODES", 100, minimum=1)
 # take the whole installation.
 PWD_MAX_SESSIONS_PER_CLIENT = envint("PWD_MAX_SESSIONS_PER_CLIENT", 40, minimum=1)
 PWD_MAX_NODES_PER_CLIENT = envint("PWD_MAX_NODES_PER_CLIENT", 60, minimum=1)
+# Embedded terminals (front/embed.py): a class behind one NAT reads the same docs page, so
+# an address gets a larger creation rate there (counted per embedding origin); one popular
+# page (origin) may hold at most this many active sessions and nodes.
+PWD_EMBED_SESSIONS_PER_IP = envrate("PWD_EMBED_SESSIONS_PER_IP", "300/h")
+PWD_EMBED_SESSIONS_PER_ORIGIN = envint("PWD_EMBED_SESSIONS_PER_ORIGIN", 50, minimum=1)
+PWD_EMBED_NODES_PER_ORIGIN = envint("PWD_EMBED_NODES_PER_ORIGIN", 60, minimum=1)
 # Addresses (or networks) of reverse proxies whose X-Forwarded-For is believed; empty:
 # the peer address is the client (daphne runs without --proxy-headers).
 PWD_TRUSTED_PROXIES = envlist("PWD_TRUSTED_PROXIES", [])

@@ -76,6 +76,31 @@ def client_key(address: str) -> str:
     return hmac.new(secret, name.encode(), hashlib.sha256).hexdigest()[:32]
 
 
+# Keys of sessions started through an embed: EMBED_MARK, the origin's hash, the address's.
+EMBED_MARK = "~"
+_ORIGIN_HASH = 11
+
+
+def _keyed_hash(text: str, length: int) -> str:
+    return hmac.new(settings.SECRET_KEY.encode(), text.encode(), hashlib.sha256).hexdigest()[
+        :length
+    ]
+
+
+def embed_key(origin: str, address: str) -> str:
+    """The key of a session an embed on ``origin`` starts for ``address`` (32 characters,
+    never a hex key of :func:`client_key`): counted per origin and address together, and
+    per origin alone (:func:`origin_prefix`)."""
+    client = client_key(address) or "-"
+    rest = 32 - len(EMBED_MARK) - _ORIGIN_HASH
+    return origin_prefix(origin) + _keyed_hash(client, rest)
+
+
+def origin_prefix(origin: str) -> str:
+    """What every embed key of ``origin`` starts with."""
+    return EMBED_MARK + _keyed_hash(origin.strip().lower().rstrip("/"), _ORIGIN_HASH)
+
+
 def _serialise() -> None:
     """Make concurrent quota checks take turns (call inside a transaction)."""
     if connection.vendor == "postgresql":
@@ -98,6 +123,16 @@ def check_new_session(key: str, now: datetime) -> None:
     limit, period = settings.PWD_SESSIONS_PER_IP
     if not key:
         return
+    if key.startswith(EMBED_MARK):
+        limit, period = settings.PWD_EMBED_SESSIONS_PER_IP
+        budget = settings.PWD_EMBED_SESSIONS_PER_ORIGIN
+        prefix = key[: len(EMBED_MARK) + _ORIGIN_HASH]
+        if Session.objects.active(now).filter(client_key__startswith=prefix).count() >= budget:
+            raise TooManyRequests(
+                f"The pages of this site already run {budget} sessions; try again soon.",
+                "origin_limit",
+                retry_after=CAPACITY_RETRY_AFTER,
+            )
     own = settings.PWD_MAX_SESSIONS_PER_CLIENT
     if Session.objects.active(now).filter(client_key=key).count() >= own:
         raise TooManyRequests(
@@ -149,6 +184,15 @@ def check_new_node(key: str = "") -> None:
             "at_capacity",
             retry_after=CAPACITY_RETRY_AFTER,
         )
+    if key.startswith(EMBED_MARK):
+        budget = settings.PWD_EMBED_NODES_PER_ORIGIN
+        prefix = key[: len(EMBED_MARK) + _ORIGIN_HASH]
+        if _nodes().filter(session__client_key__startswith=prefix).count() >= budget:
+            raise TooManyRequests(
+                f"The pages of this site already run {budget} nodes; try again soon.",
+                "origin_limit",
+                retry_after=CAPACITY_RETRY_AFTER,
+            )
     own = settings.PWD_MAX_NODES_PER_CLIENT
     if key and _nodes().filter(session__client_key=key).count() >= own:
         raise TooManyRequests(

@@ -375,6 +375,41 @@ async def test_a_name_that_only_looks_like_a_port_url_is_the_apps(host):
     assert status is None
 
 
+# The native embed's routes (front/embed.py): (method, path, Origin, status, error code).
+EMBED_ORIGIN = "https://docs.example.org"
+EMBED_CASES = [
+    ("POST", "/embed/sessions/", "https://evil.example", 403, "origin_not_allowed"),
+    ("POST", "/embed/sessions/", "https://docs.example.org.evil.com", 403, "origin_not_allowed"),
+    ("POST", "/embed/sessions/", "https://evil-docs.example.org", 403, "origin_not_allowed"),
+    ("POST", "/embed/sessions/", None, 403, "origin_not_allowed"),
+    ("OPTIONS", "/embed/sessions/", "https://evil.example", 403, "origin_not_allowed"),
+    ("GET", "/embed/sessions/", EMBED_ORIGIN, 405, "method_not_allowed"),
+    ("DELETE", "/embed/sessions/", EMBED_ORIGIN, 405, "method_not_allowed"),
+    ("GET", "/embed/?node=../node1", None, 400, "invalid_node"),
+    ("GET", "/embed/?node=" + "n" * 33, None, 400, "invalid_node"),
+    ("GET", "/embed/?node=node1&image=ubuntu", None, 400, "invalid_image"),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "origin", "status", "code"),
+    EMBED_CASES,
+    ids=[f"{c[0]} {c[1][:40]} {c[2]}" for c in EMBED_CASES],
+)
+async def test_a_bad_embed_request_gets_its_status_and_creates_nothing(
+    settings, method, path, origin, status, code
+):
+    settings.PWD_EMBED_ORIGINS = [EMBED_ORIGIN]
+    headers = {"Origin": origin} if origin else {}
+    response = await AsyncClient().generic(
+        method, path, b"{}", content_type="application/json", headers=headers
+    )
+
+    assert response.status_code == status, response.content
+    assert error_of(response)["code"] == code
+    assert not await Session.objects.aexists()
+
+
 # Play with Docker's routes (pwd_compat, docs/compat.md): (method, path, body, Origin,
 # status, error code); {live} and {ended} are session ids. None may reach the engine.
 COMPAT_ORIGIN = "https://training.example.org"

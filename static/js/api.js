@@ -36,16 +36,18 @@ export async function call(method, path, body) {
 
 export const createSession = () => call("POST", "/api/sessions/", {});
 
-// The calls on one session and the addresses of its websockets.
-export function sessionApi(sessionId) {
-  const base = `/api/sessions/${encodeURIComponent(sessionId)}`;
+// The calls on one session and the addresses of its websockets; `server` is the pwd
+// server's origin when the page is on another one (the embed), else the page's own.
+export function sessionApi(sessionId, server = "") {
+  const base = `${server}/api/sessions/${encodeURIComponent(sessionId)}`;
+  const root = server ? new URL(server) : location;
   const node = (name) => `${base}/nodes/${encodeURIComponent(name)}/`;
-  const ws = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws/sessions/${encodeURIComponent(sessionId)}`;
+  const ws = `${root.protocol === "https:" ? "wss" : "ws"}://${root.host}/ws/sessions/${encodeURIComponent(sessionId)}`;
   return {
     get: () => call("GET", `${base}/`),
     end: () => call("DELETE", `${base}/`),
     extend: () => call("POST", `${base}/extend/`, {}),
-    addNode: () => call("POST", `${base}/nodes/`, {}),
+    addNode: (body = {}) => call("POST", `${base}/nodes/`, body),
     removeNode: (name) => call("DELETE", node(name)),
     eventsUrl: `${ws}/events/`,
     terminalUrl: (name) => `${ws}/nodes/${encodeURIComponent(name)}/terminal/`,
