@@ -145,3 +145,29 @@ def test_a_close_deletes_each_instance_then_ends_the_session(server, sdk, how):
         assert sdk.call("GET", f"/sessions/{session_id}").status == 404
     finally:
         socket.close()
+
+
+def test_a_node_removed_from_outside_is_an_instance_delete_and_exec_answers_410(
+    server, sdk, engine
+):
+    session_id = sdk.new_session()["session_id"]
+    socket = PwdSocket(server.url, session_id)
+    try:
+        sdk.new_instance(session_id)
+        socket.until(lambda s: ["node1", "connect"] in s.named("instance terminal status"))
+        found = server.python(
+            "from sessions_app.models import Node\n"
+            f"print(Node.objects.get(session_id={session_id!r}, name='node1').container_id)"
+        )
+        engine.remove_node(found.stdout.strip().splitlines()[-1])
+        reply = sdk.json(
+            "POST", f"/sessions/{session_id}/instances/node1/exec", {"command": ["true"]}
+        )
+        assert reply.status == 410
+        assert reply.code == "node_gone"
+        socket.until(lambda s: s.named("instance delete"))
+        assert socket.named("instance delete") == [["node1"]]
+        assert not socket.closed
+    finally:
+        socket.close()
+        sdk.close(session_id)
