@@ -22,6 +22,7 @@ from pwd_compat.wire import (
     lower_keys,
     session_json,
 )
+from pwd_site.origin import embed_origin_allowed
 from sessions_app import quotas, services, setup
 from sessions_app.engine import EXEC_MAX_TIMEOUT
 from sessions_app.errors import BadRequest, Conflict
@@ -38,7 +39,11 @@ async def root(request: HttpRequest) -> HttpResponse:
 
 
 def _client_key(request: HttpRequest) -> str:
-    return quotas.client_key(quotas.client_address(request))
+    address = quotas.client_address(request)
+    origin = request.headers.get("Origin")
+    if origin and embed_origin_allowed(origin):
+        return quotas.embed_key(origin, address)
+    return quotas.client_key(address)
 
 
 @compat_view({"POST"})
