@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 MAX_FRAME = 256 * 1024
 MAX_COLS, MAX_ROWS = 500, 200
 TOUCH_INTERVAL = 5.0
+# How often a socket checks that its session is still active: an end it did not hear (the
+# reaper is another process; the in-memory channel layer does not cross processes).
+LIVENESS_INTERVAL = 20.0
 VIEWPORT = "compat.viewport"  # the message type on the compat group
 
 
@@ -47,6 +50,11 @@ def _active(session_id: str) -> Session | None:
 @database_sync_to_async
 def _touch(session: Session) -> None:
     session.touch()
+
+
+@database_sync_to_async
+def _session_active(session_id: str) -> bool:
+    return Session.objects.active().filter(pk=session_id).exists()
 
 
 def _size(args: list[Any]) -> tuple[int, int] | None:
@@ -86,6 +94,7 @@ class CompatConsumer(AsyncWebsocketConsumer):
                 log.warning("PWD socket of %s: no channel layer: %s", session.short_id, exc)
         for node in await running_nodes(session.id):
             await self.terminals.attach(node)
+        self._spawn(self._watch_session())
 
     async def disconnect(self, code: int) -> None:
         if self.terminals is not None:
@@ -202,6 +211,13 @@ class CompatConsumer(AsyncWebsocketConsumer):
             await self.emit("instance delete", [name])
         await self.emit("session end", [])
         await self.close()
+
+    async def _watch_session(self) -> None:
+        while not self.ended:
+            await asyncio.sleep(LIVENESS_INTERVAL)
+            with contextlib.suppress(Exception):  # a database hiccup is not an end
+                if not await _session_active(self.session_id):
+                    await self._end()
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)

@@ -16,6 +16,7 @@ from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
+from django.utils.cache import add_never_cache_headers
 from django.views.decorators.csrf import csrf_exempt
 
 from pwd_compat.wire import json_response
@@ -98,6 +99,8 @@ def compat_view(
                 response["Access-Control-Allow-Credentials"] = "true"
             if cors:
                 response["Vary"] = "Origin"
+            # Answers name sessions (the id is the credential): never stored.
+            add_never_cache_headers(response)
             return response
 
         return csrf_exempt(wrapper)

@@ -116,6 +116,7 @@ def test_post_root_with_xhr_answers_the_session_id_and_the_host(sdk, server):
     assert reply.status == 200
     assert reply.headers["content-type"] == "application/json"
     assert reply.headers["access-control-allow-origin"] == DOCS
+    assert "no-store" in reply.headers["cache-control"]
     body = reply.json()
     assert set(body) == {"session_id", "hostname"}
     assert body["hostname"] == server.url.removeprefix("http://")

@@ -36,6 +36,18 @@ def opened(server, sdk):
     sdk.close(session_id)
 
 
+@pytest.fixture
+def fresh(server, sdk):
+    """A session of the test's own with node1 attached on an open PWD socket."""
+    session_id = sdk.new_session()["session_id"]
+    socket = PwdSocket(server.url, session_id)
+    sdk.new_instance(session_id)
+    socket.until(lambda s: ["node1", "connect"] in s.named("instance terminal status"))
+    yield session_id, socket
+    socket.close()
+    sdk.close(session_id)
+
+
 def test_an_instance_made_after_the_socket_opened_is_announced_and_attached(opened):
     _, socket, made = opened
     socket.until(lambda s: s.named("instance new"))
@@ -126,48 +138,45 @@ def test_a_foreign_origin_cannot_open_the_socket(server, opened):
 
 
 @pytest.mark.parametrize("how", ["session close", "DELETE"])
-def test_a_close_deletes_each_instance_then_ends_the_session(server, sdk, how):
-    session_id = sdk.new_session()["session_id"]
-    socket = PwdSocket(server.url, session_id)
-    try:
-        sdk.new_instance(session_id)
-        socket.until(lambda s: ["node1", "connect"] in s.named("instance terminal status"))
-        if how == "DELETE":
-            assert sdk.close(session_id).status == 200
-        else:
-            socket.send("session close", [])
-        socket.until(lambda s: s.named("session end"))
-        names = [m["name"] for m in socket.messages]
-        assert names.index("instance delete") < names.index("session end")
-        assert socket.named("instance delete") == [["node1"]]
-        assert json.dumps(socket.messages[-1]) == '{"name": "session end", "args": []}'
-        socket.until(lambda s: s.closed)
-        assert sdk.call("GET", f"/sessions/{session_id}").status == 404
-    finally:
-        socket.close()
+def test_a_close_deletes_each_instance_then_ends_the_session(server, sdk, fresh, how):
+    session_id, socket = fresh
+    if how == "DELETE":
+        assert sdk.close(session_id).status == 200
+    else:
+        socket.send("session close", [])
+    socket.until(lambda s: s.named("session end"))
+    names = [m["name"] for m in socket.messages]
+    assert names.index("instance delete") < names.index("session end")
+    assert socket.named("instance delete") == [["node1"]]
+    assert json.dumps(socket.messages[-1]) == '{"name": "session end", "args": []}'
+    socket.until(lambda s: s.closed)
+    assert sdk.call("GET", f"/sessions/{session_id}").status == 404
 
 
 def test_a_node_removed_from_outside_is_an_instance_delete_and_exec_answers_410(
-    server, sdk, engine
+    server, sdk, engine, fresh
 ):
-    session_id = sdk.new_session()["session_id"]
-    socket = PwdSocket(server.url, session_id)
-    try:
-        sdk.new_instance(session_id)
-        socket.until(lambda s: ["node1", "connect"] in s.named("instance terminal status"))
-        found = server.python(
-            "from sessions_app.models import Node\n"
-            f"print(Node.objects.get(session_id={session_id!r}, name='node1').container_id)"
-        )
-        engine.remove_node(found.stdout.strip().splitlines()[-1])
-        reply = sdk.json(
-            "POST", f"/sessions/{session_id}/instances/node1/exec", {"command": ["true"]}
-        )
-        assert reply.status == 410
-        assert reply.code == "node_gone"
-        socket.until(lambda s: s.named("instance delete"))
-        assert socket.named("instance delete") == [["node1"]]
-        assert not socket.closed
-    finally:
-        socket.close()
-        sdk.close(session_id)
+    session_id, socket = fresh
+    found = server.python(
+        "from sessions_app.models import Node\n"
+        f"print(Node.objects.get(session_id={session_id!r}, name='node1').container_id)"
+    )
+    engine.remove_node(found.stdout.strip().splitlines()[-1])
+    reply = sdk.json("POST", f"/sessions/{session_id}/instances/node1/exec", {"command": ["true"]})
+    assert reply.status == 410
+    assert reply.code == "node_gone"
+    socket.until(lambda s: s.named("instance delete"))
+    assert socket.named("instance delete") == [["node1"]]
+    assert not socket.closed
+
+
+def test_a_session_ended_by_another_process_ends_the_socket(server, sdk, fresh):
+    session_id, socket = fresh
+    ended = server.python(
+        "from django.utils import timezone\n"
+        "from sessions_app.models import Session\n"
+        f"Session.objects.filter(pk={session_id!r}).update(ended_at=timezone.now())"
+    )
+    assert ended.returncode == 0, ended.stderr
+    socket.until(lambda s: s.named("session end"), within=90)
+    assert socket.named("instance delete") == [["node1"]]
