@@ -99,7 +99,7 @@ class Sdk:
 @contextlib.contextmanager
 def compat_server(tmp: Path, **env: str) -> Iterator[LiveServer]:
     """The suite's live server, without a pool, with DOCS as its embedding origin."""
-    with live_server(tmp, PWD_POOL_SIZE="0", PWD_EMBED_ORIGINS=DOCS, **env) as live:
+    with live_server(tmp, **{"PWD_POOL_SIZE": "0", "PWD_EMBED_ORIGINS": DOCS, **env}) as live:
         yield live
 
 
