@@ -46,7 +46,10 @@ LINGER = 5.0
 PIECE = 1 << 20
 # An upload's body may pass PWD_MAX_UPLOAD by this much: boundaries and part headers.
 UPLOAD_FRAMING = 1 << 20
-_UPLOAD_PATH = re.compile(r"^/api/sessions/[^/]+/nodes/[^/]+/files/$")
+# The native files route, and the Play with Docker one (pwd_compat) that goes onto it.
+_UPLOAD_PATH = re.compile(
+    r"^(/api/sessions/[^/]+/nodes/[^/]+/files/|/sessions/[^/]+/instances/[^/]+/uploads/?)$"
+)
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]

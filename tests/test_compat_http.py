@@ -212,6 +212,24 @@ def test_a_multipart_upload_lands_in_the_path(sdk, instance):
     assert sdk.exec(session_id, "node1", check) == 0
 
 
+def test_a_multipart_upload_past_the_api_body_limit_lands_too(sdk, instance):
+    """Uploads have PWD_MAX_UPLOAD as the native files route has, not PWD_MAX_BODY."""
+    session_id, _ = instance
+    directory = f"/tmp/up-{secrets.token_hex(3)}"
+    assert sdk.exec(session_id, "node1", ["mkdir", "-p", directory]) == 0
+    data = secrets.token_bytes(3 << 20)  # 3 MiB, past the 1 MiB of PWD_MAX_BODY
+    body, kind = multipart("big.bin", data)
+    reply = sdk.call(
+        "POST",
+        f"/sessions/{session_id}/instances/node1/uploads?url=&path={directory}",
+        body,
+        {**XHR, "Content-Type": kind},
+    )
+    assert reply.status == 200, reply.body
+    check = ["sh", "-c", f"test $(stat -c %s {directory}/big.bin) -eq {len(data)}"]
+    assert sdk.exec(session_id, "node1", check) == 0
+
+
 class _File(http.server.BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802 - the http.server name
         self.send_response(200)
