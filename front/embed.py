@@ -27,6 +27,12 @@ def embed_origin(origin: str | None, host: str | None) -> bool:
     return bool(origin) and (embed_origin_allowed(origin) or same_origin(origin, host))
 
 
+def _foreign(origin: str | None) -> HttpResponse:
+    return error_response(
+        403, "origin_not_allowed", f"Embeds on {origin or 'no origin'} are not allowed here."
+    )
+
+
 def _cors(response: HttpResponse, origin: str) -> HttpResponse:
     response["Access-Control-Allow-Origin"] = origin
     response["Vary"] = "Origin"
@@ -38,11 +44,8 @@ async def sessions(request: HttpRequest) -> HttpResponse:
     """POST: a session for an embed, counted against its origin's budget (201, the API's
     session JSON); OPTIONS: the preflight. A foreign or missing Origin: 403."""
     origin = request.headers.get("Origin")
-    if not embed_origin(origin, request.headers.get("Host")):
-        return error_response(
-            403, "origin_not_allowed", f"Embeds on {origin or 'no origin'} are not allowed here."
-        )
-    assert origin is not None
+    if origin is None or not embed_origin(origin, request.headers.get("Host")):
+        return _foreign(origin)
     if request.method == "OPTIONS":
         response = HttpResponse(status=204)
         response["Access-Control-Allow-Methods"] = "POST, OPTIONS"
@@ -68,6 +71,28 @@ async def sessions(request: HttpRequest) -> HttpResponse:
     response = JsonResponse(session_data(session, []), status=201)
     response["Cache-Control"] = "no-store"
     return _cors(response, origin)
+
+
+@csrf_exempt
+async def end(request: HttpRequest, session_id: str) -> HttpResponse:
+    """POST: end the session (204), as the embed does when its page goes away
+    (``navigator.sendBeacon``: no preflight, no body) or its ``data-pwd-duration`` is up.
+    A foreign or missing Origin: 403; an unknown or ended session: 404."""
+    origin = request.headers.get("Origin")
+    if origin is None or not embed_origin(origin, request.headers.get("Host")):
+        return _foreign(origin)
+    if request.method != "POST":
+        response = error_response(405, "method_not_allowed", "Use POST.")
+        response["Allow"] = "POST"
+        return _cors(response, origin)
+    try:
+        await services.end_session(await services.active_session(session_id))
+    except ApiError as exc:
+        return _cors(error_response(exc.status, exc.code, exc.message), origin)
+    except engine.EngineError:
+        # Ended all the same; the reaper removes what the engine kept.
+        pass
+    return _cors(HttpResponse(status=204), origin)
 
 
 @embeddable

@@ -9,5 +9,6 @@ urlpatterns = [
     path("p/<str:session_id>/", views.session_page, name="session-page"),
     path("embed/", embed.frame, name="embed-frame"),
     path("embed/sessions/", embed.sessions, name="embed-sessions"),
+    path("embed/sessions/<str:session_id>/end/", embed.end, name="embed-end"),
     path("docs/try/", embed.lesson, name="lesson"),
 ]

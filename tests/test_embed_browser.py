@@ -31,6 +31,9 @@ def sites(engine, tmp_path_factory):
         docs = root / "docs"
         docs.mkdir()
         (docs / "lesson.html").write_bytes(lesson)
+        short = lesson.replace(b'<script type="module" ', b'<script data-pwd-duration="3s" ')
+        assert short != lesson
+        (docs / "short.html").write_bytes(short.replace(b"<script ", b'<script type="module" '))
         frame = f'<!doctype html><title>frame</title><iframe src="{pwd.url}/embed/?node=node1"'
         frame += ' style="width:800px;height:400px"></iframe>'
         (docs / "frame.html").write_text(frame)
@@ -96,6 +99,65 @@ def test_a_click_on_a_lesson_block_runs_it_in_an_embedded_terminal(sites, browse
     assert _sessions(pwd) == before + 1
     assert page.locator('[data-pwd-term="node1"]').get_attribute("data-pwd-state") == "connected"
     assert not problems
+    page.close()
+
+
+def _ended(pwd, session_id: str) -> bool:
+    """Whether the session is ended and its nodes and network are removed."""
+    done = pwd.python(
+        "from sessions_app.models import Session; print(Session.objects.filter("
+        f"pk={session_id!r}, ended_at__isnull=False, cleaned_at__isnull=False).exists())"
+    )
+    return done.stdout.strip().splitlines()[-1] == "True"
+
+
+def _wait_connected(page) -> None:
+    """Until node1's terminal is connected; fails with the placeholder's message when the
+    embed reports an error instead."""
+    place = page.locator('[data-pwd-term="node1"]')
+    page.locator(
+        '[data-pwd-term="node1"][data-pwd-state="connected"],'
+        ' [data-pwd-term="node1"][data-pwd-state="error"]'
+    ).wait_for(timeout=120_000)
+    assert place.get_attribute("data-pwd-state") == "connected", place.inner_text()
+
+
+def _session_of(page) -> str:
+    url = page.evaluate(
+        """() => document.querySelector('[data-pwd-term="node1"]').pwdTerminal.url"""
+    )
+    return re.search(r"/ws/sessions/([^/]+)/", url).group(1)
+
+
+def _until(predicate, within: float, page) -> bool:
+    deadline = time.monotonic() + within
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        page.wait_for_timeout(300)
+    return True
+
+
+def test_leaving_the_page_or_its_duration_ends_the_session(sites, browser):  # noqa: F811
+    pwd, listed, _other = sites
+    page = browser.new_page()
+    page.goto(listed + "/lesson.html")
+    page.locator("pre.pwd-run").first.click()
+    _wait_connected(page)
+    left = _session_of(page)
+    assert not _ended(pwd, left)
+    page.goto("about:blank")
+    assert _until(lambda: _ended(pwd, left), 60, page)
+
+    page.goto(listed + "/short.html")
+    page.locator("pre.pwd-run").first.click()
+    _wait_connected(page)
+    timed = _session_of(page)
+    # data-pwd-duration="3s": the embed ends its session then, and says so.
+    page.locator('[data-pwd-term="node1"][data-pwd-state="closed"]').wait_for(timeout=60_000)
+    status = page.locator('[data-pwd-term="node1"] .pwd-status').inner_text()
+    assert "The session has ended." in status
+    assert _until(lambda: _ended(pwd, timed), 60, page)
     page.close()
 
 

@@ -1,7 +1,7 @@
 // The embed (docs/embed.md): terminals and runnable code blocks in any page, served by
 // pwd and included from another origin with no build step:
 //   <script type="module" src="https://pwd.example.org/static/pwd/embed.js"
-//           data-pwd-image="pwd-node"></script>
+//           data-pwd-image="pwd-node" data-pwd-duration="45m"></script>
 //   <div data-pwd-term="node1"></div>   <pre data-pwd-run="node1">docker run hello-world</pre>
 // Markdown fences (```pwd-node1) give <pre><code class="language-pwd-node1">, also runnable.
 // The first interaction (a click on a block or on a terminal's Start) creates the session
@@ -67,8 +67,32 @@ function report(text, state) {
   }
 }
 
+// "90", "30s", "15m", "1h30m" (as Go writes durations) in milliseconds; 0 for none or bad.
+function duration(text) {
+  const match = /^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$/.exec(text || "");
+  if (/^\d+$/.test(text || "")) return Number(text) * 1000;
+  if (!match || !text) return 0;
+  const [, h = 0, m = 0, sec = 0] = match;
+  return ((Number(h) * 60 + Number(m)) * 60 + Number(sec)) * 1000;
+}
+
+const endUrl = (sessionId) => `${server}/embed/sessions/${encodeURIComponent(sessionId)}/end/`;
+
+// The page's own duration (data-pwd-duration), counted from when its terminals start;
+// the server's limits apply regardless.
+function endAfterDuration(sessionId) {
+  const limit = duration(options.pwdDuration);
+  if (!limit) return;
+  setTimeout(() => {
+    navigator.sendBeacon(endUrl(sessionId));
+    for (const found of places.values()) found.terminal?.close("The session has ended.");
+  }, limit);
+}
+
 async function createNodes() {
   const session = await call("POST", `${server}/embed/sessions/`, {});
+  // Leaving the page ends the session: a beacon needs no preflight and outlives the page.
+  addEventListener("pagehide", () => navigator.sendBeacon(endUrl(session.id)));
   const api = sessionApi(session.id, server);
   const body = options.pwdImage ? { image: options.pwdImage } : {};
   for (const found of places.values()) {
@@ -89,6 +113,7 @@ async function createNodes() {
     found.terminal.element.hidden = false;
     found.terminal.refit();
   }
+  endAfterDuration(session.id);
 }
 
 // Creates the session and its nodes once; later calls wait for the same start.
