@@ -15,7 +15,15 @@ pytestmark = pytest.mark.django_db(transaction=True)
 async def test_it_creates_a_session_with_its_own_overlay_network(engine, sessions):
     data = await sessions.create()
 
-    assert set(data) == {"id", "url", "created_at", "expires_at", "max_nodes", "nodes"}
+    assert set(data) == {
+        "id",
+        "url",
+        "created_at",
+        "expires_at",
+        "hard_expires_at",
+        "max_nodes",
+        "nodes",
+    }
     assert len(data["id"]) >= 22  # 128 bits or more, base64
     assert data["url"] == f"/p/{data['id']}/"
     assert data["max_nodes"] == 5
