@@ -201,9 +201,7 @@ def _post(url: str, origin: str) -> tuple[int, dict, dict]:
 
 
 @pytest.mark.docker
-def test_an_origin_past_its_budget_gets_429_origin_limit_and_others_still_start(
-    engine, tmp_path
-):
+def test_an_origin_past_its_budget_gets_429_origin_limit_and_others_still_start(engine, tmp_path):
     other = "https://other.example"
     with live_server(
         tmp_path,
