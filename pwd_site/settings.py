@@ -110,7 +110,11 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+            # redis-py reads with a 5 s socket timeout by default, as long as the layer's
+            # blocking pop waits for a message: a reply a moment late (a busy machine)
+            # then fails the listener. Reads wait longer than a pop can (a socket_timeout
+            # in REDIS_URL's query still wins).
+            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30}]},
         }
     }
 else:
