@@ -1,6 +1,7 @@
 """Helpers shared by the API tests: calls through Django's AsyncClient, and clean-up."""
 
 import json
+import warnings
 from typing import Any
 
 from django.test import AsyncClient
@@ -71,4 +72,18 @@ class Sessions:
 
         for session_id in self.ids:
             await self.client.delete(f"/api/sessions/{session_id}/")
-            await engine.run(engine.remove_session_objects, session_id)
+            await engine.run(remove_session_objects, session_id)
+
+
+def remove_session_objects(session_id: str) -> None:
+    """A test's clean-up of a session: its containers and volumes must go; a network
+    the swarm still holds a task on after the engine's wait (seen under load) is left to
+    the run's final clean-up, with a warning, instead of failing the test that used it."""
+    from sessions_app import engine
+
+    try:
+        engine.remove_session_objects(session_id)
+    except engine.EngineError as exc:
+        if "in use by task" not in str(exc):
+            raise
+        warnings.warn(f"session {session_id[:6]}: {exc}", stacklevel=2)

@@ -82,7 +82,9 @@ def session(engine):
     session.network_name, session.network_id = engine.create_session_network(session.id)
     session.save()
     yield session
-    engine.remove_session_objects(session.id)
+    from tests.api_helpers import remove_session_objects
+
+    remove_session_objects(session.id)
 
 
 def _remove_everything(engine) -> None:
