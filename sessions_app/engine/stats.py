@@ -14,15 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from sessions_app.engine import EngineError, EngineUnavailable, NodeGone
-from sessions_app.engine.tty import (
-    REQUEST_TIMEOUT,
-    _connect,
-    _error_message,
-    _read_body,
-    _read_head,
-    _request_bytes,
-)
+from sessions_app.engine import EngineUnavailable
+from sessions_app.engine.tty import open_stream
 
 # The engine writes a sample every second; a silence this long means it is in trouble.
 SAMPLE_TIMEOUT = 30.0
@@ -142,21 +135,9 @@ async def open_stats(container_id: str) -> StatsStream:
     """
     global _open_streams
     path = f"/containers/{quote(container_id, safe='')}/stats?stream=true"
-    reader, writer = await _connect()
-    try:
-        writer.write(_request_bytes("GET", path))
-        await writer.drain()
-        status, headers = await asyncio.wait_for(_read_head(reader), REQUEST_TIMEOUT)
-        if status == 200:
-            if headers.get("transfer-encoding", "").lower() != "chunked":
-                raise EngineUnavailable("the engine's stats stream is not chunked")
-            _open_streams += 1
-            return StatsStream(reader, writer)
-        body = await asyncio.wait_for(_read_body(reader, headers), REQUEST_TIMEOUT)
-    except BaseException:
+    reader, writer, headers = await open_stream("GET", path, what="read the node's stats")
+    if headers.get("transfer-encoding", "").lower() != "chunked":
         writer.close()
-        raise
-    writer.close()
-    if status == 404:
-        raise NodeGone(_error_message(body))
-    raise EngineError(f"could not read the node's stats: {_error_message(body)}")
+        raise EngineUnavailable("the engine's stats stream is not chunked")
+    _open_streams += 1
+    return StatsStream(reader, writer)

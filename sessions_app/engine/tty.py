@@ -159,13 +159,34 @@ async def attach_tty(container_id: str, *, logs: bool) -> TTYStream:
     """
     query = "stream=1&stdin=1&stdout=1&stderr=1" + ("&logs=1" if logs else "")
     path = f"/containers/{quote(container_id, safe='')}/attach?{query}"
+    upgrade = "Connection: Upgrade\r\nUpgrade: tcp\r\n"
+    reader, writer, _ = await open_stream(
+        "POST", path, upgrade, ok=(101, 200), what="attach to the node"
+    )
+    return TTYStream(reader, writer)
+
+
+async def open_stream(
+    method: str,
+    path: str,
+    extra: str = "",
+    *,
+    ok: tuple[int, ...] = (200,),
+    what: str = "reach the node",
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, dict[str, str]]:
+    """Send a request whose answer is a stream (an attach, a stats stream); returns the
+    connection and the answer's headers once the engine answers one of ``ok``.
+
+    Raises NodeGone on 404, EngineError (``could not <what>``) on another answer,
+    EngineUnavailable when the engine does not answer.
+    """
     reader, writer = await _connect()
     try:
-        writer.write(_request_bytes("POST", path, "Connection: Upgrade\r\nUpgrade: tcp\r\n"))
+        writer.write(_request_bytes(method, path, extra))
         await writer.drain()
         status, headers = await asyncio.wait_for(_read_head(reader), REQUEST_TIMEOUT)
-        if status in (101, 200):
-            return TTYStream(reader, writer)
+        if status in ok:
+            return reader, writer, headers
         body = await asyncio.wait_for(_read_body(reader, headers), REQUEST_TIMEOUT)
     except BaseException:
         writer.close()
@@ -173,7 +194,7 @@ async def attach_tty(container_id: str, *, logs: bool) -> TTYStream:
     writer.close()
     if status == 404:
         raise NodeGone(_error_message(body))
-    raise EngineError(f"could not attach to the node: {_error_message(body)}")
+    raise EngineError(f"could not {what}: {_error_message(body)}")
 
 
 async def resize_tty(container_id: str, cols: int, rows: int) -> None:
