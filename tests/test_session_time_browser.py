@@ -2,26 +2,16 @@
 warning before the end, Extend in one tab moving the end in every tab, and each node's
 CPU and memory beside it."""
 
-import os
 import re
 import time
 
 import pytest
 
-from tests.conftest import missing
 from tests.live_server import live_server
+from tests.test_terminal_browser import browser  # noqa: F401 - fixture
 
 pytestmark = [pytest.mark.browser, pytest.mark.docker]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-background-networking",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-component-update",
-    "--disable-sync",
-]
 # After any activity a session has 125 s left, so the warning (120 s) shows 5 s later, and an
 # extend is seen moving the end by the seconds that went by.
 IDLE_SECONDS = 125
@@ -36,19 +26,7 @@ def server(engine, tmp_path_factory):
         print(live.log.read_text()[-4000:])
 
 
-@pytest.fixture(scope="module")
-def browser():
-    if not os.path.exists(CHROMIUM):
-        missing(f"Chromium is not at {CHROMIUM}")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-def open_tab(browser, server, session_id: str, problems: list[str]):
+def open_tab(browser, server, session_id: str, problems: list[str]):  # noqa: F811
     page = browser.new_page(viewport={"width": 1280, "height": 720})
     page.on("pageerror", lambda error: problems.append(str(error)))
     page.goto(f"{server.url}/p/{session_id}/")
@@ -84,7 +62,7 @@ def same_instant(a: str, b: str) -> bool:
     return bool(a and b) and parse_datetime(a) == parse_datetime(b)
 
 
-def test_extend_in_one_tab_moves_the_end_in_every_tab(server, browser):
+def test_extend_in_one_tab_moves_the_end_in_every_tab(server, browser):  # noqa: F811
     status, session = server.request("POST", "/api/sessions/")
     assert status == 201, session
     problems: list[str] = []
@@ -122,7 +100,7 @@ def test_extend_in_one_tab_moves_the_end_in_every_tab(server, browser):
         server.request("DELETE", f"/api/sessions/{session['id']}/")
 
 
-def test_each_node_shows_its_cpu_and_memory(server, browser):
+def test_each_node_shows_its_cpu_and_memory(server, browser):  # noqa: F811
     status, session = server.request("POST", "/api/sessions/")
     assert status == 201, session
     status, node = server.request("POST", f"/api/sessions/{session['id']}/nodes/")
