@@ -53,34 +53,30 @@ class SessionQuerySet(models.QuerySet):
     def active(self, now: datetime | None = None) -> "SessionQuerySet":
         """Sessions that have not ended and are within both lifetime and idle limits."""
         now = now or timezone.now()
-        return self.filter(
-            ended_at__isnull=True,
-            created_at__gt=now - timedelta(seconds=settings.PWD_SESSION_LIFETIME),
-            last_activity_at__gt=now - timedelta(seconds=settings.PWD_IDLE_TIMEOUT),
-        )
+        return self.filter(ended_at__isnull=True).filter(_within_limits(now))
 
     def expired(self, now: datetime | None = None) -> "SessionQuerySet":
         """Sessions past a limit that have not been marked ended yet."""
         now = now or timezone.now()
-        return self.filter(ended_at__isnull=True).filter(
-            models.Q(created_at__lte=now - timedelta(seconds=settings.PWD_SESSION_LIFETIME))
-            | models.Q(last_activity_at__lte=now - timedelta(seconds=settings.PWD_IDLE_TIMEOUT))
-        )
+        return self.filter(ended_at__isnull=True).exclude(_within_limits(now))
 
     def expiring(self, now: datetime | None = None) -> "SessionQuerySet":
         """Active sessions within PWD_EXPIRY_WARNING of their end and not warned yet."""
         now = now or timezone.now()
         soon = now + timedelta(seconds=settings.PWD_EXPIRY_WARNING)
-        return (
-            self.active(now)
-            .filter(expiry_warned_at__isnull=True)
-            .filter(
-                models.Q(created_at__lte=soon - timedelta(seconds=settings.PWD_SESSION_LIFETIME))
-                | models.Q(
-                    last_activity_at__lte=soon - timedelta(seconds=settings.PWD_IDLE_TIMEOUT)
-                )
-            )
-        )
+        return self.active(now).filter(expiry_warned_at__isnull=True).exclude(_within_limits(soon))
+
+
+def _within_limits(now: datetime) -> models.Q:
+    """Sessions still within their limits at ``now``: a fixed end (``ends_at``, a
+    workshop's seat) when set, else both the lifetime and the idle limit."""
+    fixed = models.Q(ends_at__isnull=False, ends_at__gt=now)
+    floating = models.Q(
+        ends_at__isnull=True,
+        created_at__gt=now - timedelta(seconds=settings.PWD_SESSION_LIFETIME),
+        last_activity_at__gt=now - timedelta(seconds=settings.PWD_IDLE_TIMEOUT),
+    )
+    return fixed | floating
 
 
 class Session(models.Model):
@@ -102,6 +98,9 @@ class Session(models.Model):
     # Set while a swarm setup (sessions_app.setup) runs: the claim that makes a second
     # setup at once answer 409, whichever process it reaches.
     setup_started_at = models.DateTimeField(null=True, blank=True)
+    # A fixed end that replaces the lifetime and idle limits (a workshop seat's session
+    # lasts until the workshop ends, however idle its trainee is).
+    ends_at = models.DateTimeField(null=True, blank=True)
 
     objects = SessionQuerySet.as_manager()
 
@@ -126,19 +125,28 @@ class Session(models.Model):
 
     @property
     def hard_expires_at(self) -> datetime:
-        """The end of the session's lifetime: the hard maximum, which nothing moves."""
+        """The end of the session's lifetime: the hard maximum, which nothing moves (for
+        a session with a fixed end, that end)."""
+        if self.ends_at is not None:
+            return self.ends_at
         return self.created_at + timedelta(seconds=settings.PWD_SESSION_LIFETIME)
 
     @property
     def expires_at(self) -> datetime:
-        """The earlier of the hard lifetime limit and the idle limit."""
+        """The earlier of the hard lifetime limit and the idle limit (a fixed end, when
+        the session has one)."""
+        if self.ends_at is not None:
+            return self.ends_at
         return min(
             self.hard_expires_at,
             self.last_activity_at + timedelta(seconds=settings.PWD_IDLE_TIMEOUT),
         )
 
     def at_maximum(self) -> bool:
-        """Whether the idle limit already reaches the hard end, so nothing can extend it."""
+        """Whether the idle limit already reaches the hard end, so nothing can extend it
+        (always, for a fixed end: only its workshop moves it)."""
+        if self.ends_at is not None:
+            return True
         idle_end = self.last_activity_at + timedelta(seconds=settings.PWD_IDLE_TIMEOUT)
         return idle_end >= self.hard_expires_at
 
