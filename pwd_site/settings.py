@@ -53,8 +53,15 @@ PWD_MAX_UPLOAD = envsize("PWD_MAX_UPLOAD", "100m")
 
 INSTALLED_APPS = [
     "daphne",
+    # Instructors are Django users; operators use the admin (docs/workshops.md).
+    "django.contrib.admin",
+    "django.contrib.auth",
     "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
     "django.contrib.staticfiles",
+    # Failed logins throttled per user name and address.
+    "axes",
     "channels",
     # The API; its static files are the interactive docs' (/api/docs/).
     "ninja",
@@ -62,6 +69,7 @@ INSTALLED_APPS = [
     "terminals",
     "front",
     "pwd_compat",
+    "workshops",
 ]
 
 MIDDLEWARE = [
@@ -73,9 +81,47 @@ MIDDLEWARE = [
     # Before the rest so that Django's own 404/500 pages under /api/ become JSON errors.
     "sessions_app.middleware.ApiMiddleware",
     "pwd_site.staticfiles.StaticFilesMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    # Last, as django-axes asks: it turns a lockout into the "too many attempts" answer.
+    "axes.middleware.AxesMiddleware",
 ]
+
+# Workshops (docs/workshops.md): seats are made from creation, or this long before
+# starts_at, PWD_WORKSHOP_PARALLELISM at once by `manage.py workshops`; a seat whose
+# making takes longer than PWD_WORKSHOP_SEAT_TIMEOUT is taken over by another pass.
+PWD_WORKSHOP_PREPARE_BEFORE = envduration("PWD_WORKSHOP_PREPARE_BEFORE", "30m")
+PWD_WORKSHOP_PARALLELISM = envint("PWD_WORKSHOP_PARALLELISM", 2, minimum=1)
+PWD_WORKSHOP_SEAT_TIMEOUT = envduration("PWD_WORKSHOP_SEAT_TIMEOUT", "10m")
+# A failed seat is tried again after PWD_WORKSHOP_RETRY_DELAY, PWD_WORKSHOP_RETRIES times.
+PWD_WORKSHOP_RETRIES = envint("PWD_WORKSHOP_RETRIES", 3, minimum=0)
+PWD_WORKSHOP_RETRY_DELAY = envduration("PWD_WORKSHOP_RETRY_DELAY", "20s")
+PWD_WORKSHOP_MAX_SEATS = envint("PWD_WORKSHOP_MAX_SEATS", 200, minimum=1)
+PWD_WORKSHOP_MAX_LENGTH = envduration("PWD_WORKSHOP_MAX_LENGTH", "12h")
+# How much "extend all" adds to a workshop's end each time.
+PWD_WORKSHOP_EXTEND = envduration("PWD_WORKSHOP_EXTEND", "30m")
+
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/workshops/"
+LOGOUT_REDIRECT_URL = "/accounts/login/"
+# Failed logins: after PWD_LOGIN_ATTEMPTS for one user name from one address, that pair
+# is refused (429) for PWD_LOGIN_COOLOFF; a success resets the count.
+PWD_LOGIN_ATTEMPTS = envint("PWD_LOGIN_ATTEMPTS", 5, minimum=1)
+PWD_LOGIN_COOLOFF = envduration("PWD_LOGIN_COOLOFF", "15m")
+AXES_FAILURE_LIMIT = PWD_LOGIN_ATTEMPTS
+AXES_COOLOFF_TIME = PWD_LOGIN_COOLOFF / 3600  # hours, as django-axes counts
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "sessions_app.quotas.client_address"
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_VERBOSE = False
 
 ROOT_URLCONF = "pwd_site.urls"
 ASGI_APPLICATION = "pwd_site.asgi.application"
@@ -88,6 +134,8 @@ TEMPLATES = [
         "OPTIONS": {
             "context_processors": [
                 "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
                 "sessions_app.isolation.context",
             ],
         },
@@ -195,12 +243,19 @@ PWD_SESSION_LIFETIME = envduration("PWD_SESSION_LIFETIME", "4h")
 PWD_IDLE_TIMEOUT = envduration("PWD_IDLE_TIMEOUT", "30m")
 PWD_EXPIRY_WARNING = envduration("PWD_EXPIRY_WARNING", "2m")
 PWD_REAP_INTERVAL = envduration("PWD_REAP_INTERVAL", "5s")
+# How long ending a session or removing a node waits for the engine before answering;
+# what is not removed by then goes on in the background (and the reaper's) anyway.
+PWD_REMOVAL_WAIT = envduration("PWD_REMOVAL_WAIT", "10s")
 # How often viewers get each node's CPU and memory (node.stats); the engine samples
 # every second, so below 1s changes nothing.
 PWD_STATS_INTERVAL = envduration("PWD_STATS_INTERVAL", "3s")
 PWD_NODE_START_TIMEOUT = envduration("PWD_NODE_START_TIMEOUT", "60s")
 PWD_EXEC_MAX_OUTPUT = envsize("PWD_EXEC_MAX_OUTPUT", "1m")
 PWD_POOL_SIZE = envint("PWD_POOL_SIZE", 2, minimum=0)
+# Under churn the keeper grows the pool to the observed rate of takes, up to PWD_POOL_MAX
+# ready nodes and as many as PWD_POOL_MEMORY holds at the nodes' measured idle memory.
+PWD_POOL_MAX = envint("PWD_POOL_MAX", 8, minimum=0)
+PWD_POOL_MEMORY = envsize("PWD_POOL_MEMORY", "2g")
 # Attach ahead: each session keeps one pool node on its network, already named as its
 # next node, so an add hands it out without an engine round trip (only with a pool).
 PWD_POOL_PREPARE = envbool("PWD_POOL_PREPARE", True)
