@@ -281,6 +281,7 @@ def exec_simple(container_id: str, argv: list[str]) -> tuple[int | None, str]:
 # --- the parts, re-exported: callers use ``engine.<name>`` -------------------------------
 # (imported last: each part imports the names above from this module)
 
+from sessions_app.engine.host import LOCAL_HOST, HostMemory, host_memory
 from sessions_app.engine.inventory import (
     EngineObjects,
     describe,
