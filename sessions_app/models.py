@@ -51,14 +51,15 @@ class SessionQuerySet(models.QuerySet):
         return Slot(session, Node.free_name(taken, session.max_nodes))
 
     def active(self, now: datetime | None = None) -> "SessionQuerySet":
-        """Sessions that have not ended and are within both lifetime and idle limits."""
+        """Sessions handed out (not held), not ended, and within their limits."""
         now = now or timezone.now()
-        return self.filter(ended_at__isnull=True).filter(_within_limits(now))
+        return self.filter(ended_at__isnull=True, held_at__isnull=True).filter(_within_limits(now))
 
     def expired(self, now: datetime | None = None) -> "SessionQuerySet":
-        """Sessions past a limit that have not been marked ended yet."""
+        """Sessions past a limit that have not been marked ended yet (never a held one:
+        its clock starts when it is handed out)."""
         now = now or timezone.now()
-        return self.filter(ended_at__isnull=True).exclude(_within_limits(now))
+        return self.filter(ended_at__isnull=True, held_at__isnull=True).exclude(_within_limits(now))
 
     def expiring(self, now: datetime | None = None) -> "SessionQuerySet":
         """Active sessions within PWD_EXPIRY_WARNING of their end and not warned yet."""
@@ -101,6 +102,9 @@ class Session(models.Model):
     # A fixed end that replaces the lifetime and idle limits (a workshop seat's session
     # lasts until the workshop ends, however idle its trainee is).
     ends_at = models.DateTimeField(null=True, blank=True)
+    # Set while the session is held ready by the keeper for a Start to take (sessions_app.hot):
+    # not active, so nobody sees it, counts it or ends it until it is handed out.
+    held_at = models.DateTimeField(null=True, blank=True)
 
     objects = SessionQuerySet.as_manager()
 
@@ -151,7 +155,9 @@ class Session(models.Model):
         return idle_end >= self.hard_expires_at
 
     def is_active(self, now: datetime | None = None) -> bool:
-        return self.ended_at is None and (now or timezone.now()) < self.expires_at
+        if self.ended_at is not None or self.held_at is not None:
+            return False
+        return (now or timezone.now()) < self.expires_at
 
     def touch(self, now: datetime | None = None) -> None:
         """Record activity; a conditional UPDATE keeps hot paths to one cheap query.
