@@ -20,6 +20,8 @@ from ninja.parser import Parser
 
 from sessions_app import engine, views, views_files, views_session_time, views_setup
 from sessions_app.errors import ApiError, BadRequest, PayloadTooLarge, error_response
+from metrics import api as capacity_api
+from workshops import api as workshops_api
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +101,8 @@ api.add_router("", views.router)
 api.add_router("", views_session_time.router)
 api.add_router("", views_setup.router)
 api.add_router("", views_files.router)
+api.add_router("", workshops_api.router)
+api.add_router("", capacity_api.router)
 
 
 @api.exception_handler(ApiError)
