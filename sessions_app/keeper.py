@@ -21,7 +21,7 @@ import logging
 import secrets
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
@@ -29,14 +29,14 @@ from django.db import close_old_connections
 from django.db.models import Count, F
 from django.utils import timezone
 
-from sessions_app import engine, pool
+from sessions_app import engine, pool, pool_sizing
 from sessions_app.models import Node, PoolNode, Session
 
 log = logging.getLogger(__name__)
 
-# Nodes started at once: each start is CPU-heavy (an inner dockerd boots), and the web
-# process's cold starts must not starve behind a refill on a small machine.
-START_PARALLELISM = 2
+# Nodes started at once unless told: as many as the engine has CPUs, two at least (each
+# start is CPU-heavy, an inner dockerd boots; see pool_sizing).
+START_PARALLELISM = pool_sizing.MIN_PARALLELISM
 # A claim older than this whose container no node row names was abandoned mid-take.
 CLAIM_GRACE = timedelta(minutes=2)
 # A pool container gets its row once its inner engine answers (within
@@ -58,40 +58,73 @@ def orphan_grace() -> timedelta:
 
 
 class Keeper:
-    """Keeps ``size`` ready nodes in the pool. Safe to run in several processes at once."""
+    """Keeps ``size`` ready nodes in the pool. Safe to run in several processes at once.
 
-    def __init__(self, size: int | None = None, parallelism: int = START_PARALLELISM) -> None:
-        self.size = settings.PWD_POOL_SIZE if size is None else size
-        self.parallelism = parallelism
-        self._executor = ThreadPoolExecutor(parallelism, thread_name_prefix="pwd-pool")
+    Without an explicit ``size`` it sizes the pool to the rate of takes, from
+    PWD_POOL_SIZE up (:class:`pool_sizing.PoolSizer`); ``parallelism`` defaults to the
+    engine's CPUs (two at least).
+    """
+
+    def __init__(self, size: int | None = None, parallelism: int | None = None) -> None:
+        self.sizer = pool_sizing.PoolSizer(
+            settings.PWD_POOL_SIZE if size is None else size, fixed=size is not None
+        )
+        self._size = self.sizer.minimum
+        self.parallelism = parallelism or pool_sizing.parallelism()
+        self._executor = ThreadPoolExecutor(self.parallelism, thread_name_prefix="pwd-pool")
+        self._starting: set[Future[bool]] = set()
+
+    @property
+    def size(self) -> int:
+        """Ready nodes to keep, as of the last pass (the sizer's target)."""
+        return self._size
+
+    @size.setter
+    def size(self, value: int) -> None:
+        self.sizer.minimum = self._size = value
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
 
-    def run_once(self) -> int:
-        """One pass: tidy up, then start nodes until ``size`` are ready (or, when they
-        are, attach ahead for sessions that have none).
+    def run_once(self, wait: bool = True) -> int:
+        """One pass: tidy up, then start nodes until ``size`` are ready or starting,
+        ``parallelism`` at once (or, when they are ready, attach ahead for sessions
+        that have none).
 
-        Returns the number of nodes started. Raises EngineUnavailable when the engine
-        does not answer.
+        With ``wait``, returns once the starts are done, the number of nodes started;
+        without, at once, the number of starts begun (they go on between passes).
+        Raises EngineUnavailable when the engine does not answer.
         """
+        self._starting = {future for future in self._starting if not future.done()}
+        self._size = self.sizer.target()
         self.reconcile()
-        missing = self.size - PoolNode.objects.ready().count()
-        if missing <= 0:
+        missing = self.size - PoolNode.objects.ready().count() - len(self._starting)
+        if missing <= 0 and not self._starting:
             self.prepare_sessions()
             return 0
-        futures = [self._executor.submit(self._start_one) for _ in range(missing)]
+        room = self.parallelism - len(self._starting)
+        futures = [self._executor.submit(self._start_one) for _ in range(min(missing, room))]
+        self._starting.update(futures)
+        if not wait:
+            return len(futures)
         started = 0
-        for future in futures:
+        while self._starting:
+            future = self._starting.pop()
+            ok = False
             with contextlib.suppress(Exception):
-                started += bool(future.result())
+                ok = bool(future.result())
+            started += ok
+            # A failed start is not retried in this pass (the next pass tries again).
+            missing = self.size - PoolNode.objects.ready().count() - len(self._starting)
+            if ok and missing > 0:
+                self._starting.add(self._executor.submit(self._start_one))
         return started
 
     def run_forever(self, stop: threading.Event, interval: float = 1.0) -> None:
         """Passes until ``stop`` is set; a failing pass is logged and retried."""
         while not stop.is_set():
             try:
-                self.run_once()
+                self.run_once(wait=False)
             except engine.EngineError as exc:
                 log.warning("pool pass failed: %s", exc)
                 stop.wait(5)
@@ -135,6 +168,7 @@ class Keeper:
 
     def _start_one(self) -> bool:
         hostname = placeholder_name()
+        began = time.monotonic()
         try:
             handle = engine.create_node(
                 None, hostname, None, role=engine.ROLE_POOL, name=engine.container_name(hostname)
@@ -142,6 +176,7 @@ class Keeper:
         except engine.EngineError as exc:
             log.warning("could not start a pool node: %s", exc)
             return False
+        self.sizer.started(time.monotonic() - began)
         try:
             PoolNode.objects.create(container_id=handle.container_id, image=settings.PWD_NODE_IMAGE)
         except Exception:

@@ -26,7 +26,7 @@ from django.db import close_old_connections
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from sessions_app import engine, events, pool, services
+from sessions_app import engine, events, pool, removals
 from sessions_app.models import Node, Session
 
 log = logging.getLogger(__name__)
@@ -145,7 +145,7 @@ class Reaper:
             except Exception:
                 Session.objects.filter(pk=session_id).update(cleaned_at=None)
                 raise
-            services.mark_cleaned(session_id)
+            removals.mark_cleaned(session_id)
             report.cleaned.append(session_id)
 
     # --- reconciliation ----------------------------------------------------------------

@@ -17,11 +17,11 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from sessions_app import engine, events, pool, quotas
+from sessions_app import engine, events, pool, quotas, removals
 from sessions_app.engine import ExecResult, NodeHandle
 from sessions_app.errors import BadRequest, Conflict, NotFound, TooManyRequests
 from sessions_app.errors import NodeGone as ApiNodeGone
-from sessions_app.models import Node, PoolNode, Session
+from sessions_app.models import Node, Session
 from sessions_app.serialize import node_data
 from sessions_app.turns import Turns
 
@@ -84,26 +84,17 @@ async def session_nodes(session: Session) -> list[Node]:
     return [node async for node in session.nodes.all()]
 
 
-async def end_session(session: Session, reason: str = "deleted") -> None:
-    """End the session and return once its nodes, volumes and network are removed.
+async def end_session(session: Session, reason: str = "deleted") -> bool:
+    """End the session at once (the API answers 404 for it and viewers hear
+    ``session.ended``), then remove its nodes, volumes and network in the background.
 
-    Raises EngineError when the engine could not remove everything; the session is
-    then ended but not cleaned, and the reaper finishes the job.
+    Waits up to PWD_REMOVAL_WAIT seconds for that removal and returns whether it finished;
+    one that did not goes on until the engine lets go (the reaper finishes it if this
+    process dies). Never raises for the engine.
     """
     if await sync_to_async(session.end)():
         await events.publish(session.id, {"type": "session.ended", "reason": reason})
-    # Ended, so nothing new is attached ahead; one under way finishes first.
-    await pool.wait_for_preparation(session.id)
-    await engine.run(engine.remove_session_objects, session.id)
-    await sync_to_async(mark_cleaned)(session.id)
-
-
-def mark_cleaned(session_id: str) -> None:
-    """Record that an ended session has nothing left on the engine; drop its node rows
-    and the row of a pool node prepared for it (the container went with the network)."""
-    Node.objects.filter(session_id=session_id).delete()
-    PoolNode.objects.prepared_for(session_id).delete()
-    Session.objects.filter(pk=session_id, cleaned_at__isnull=True).update(cleaned_at=timezone.now())
+    return await removals.wait(removals.clean_session(session.id), settings.PWD_REMOVAL_WAIT)
 
 
 async def _remove_quietly(session_id: str) -> None:
@@ -247,15 +238,22 @@ async def on_node(node: Node, call: Awaitable[T]) -> T:
         raise _gone(node) from None
 
 
-async def remove_node(session: Session, name: str) -> None:
-    """Remove the node's container and volume, then its row; announce it once."""
+async def remove_node(session: Session, name: str) -> bool:
+    """Remove the node at once (its row goes, viewers hear ``node.removed``), then its
+    container and volume in the background; waits up to PWD_REMOVAL_WAIT seconds for
+    them and returns whether they went. A container left by a process that died is the
+    reaper's (no node row names it). Conflict while the node starts."""
     node = await get_node(session, name)
     if node.status == Node.Status.STARTING:
         raise Conflict(f"{name} is still starting; try again in a moment.", "node_starting")
-    await engine.run(engine.remove_node, node.container_id)
     deleted, _ = await Node.objects.filter(pk=node.pk).adelete()
     if deleted:
         await events.publish(session.id, {"type": "node.removed", "name": name})
+    if not node.container_id:
+        return True
+    return await removals.wait(
+        removals.remove_container(node.container_id), settings.PWD_REMOVAL_WAIT
+    )
 
 
 async def exec_in_node(

@@ -19,6 +19,8 @@ Error = schemas.Error
 # The errors every operation on a session may answer; each operation adds its own.
 ON_SESSION = {404: Error}
 CHANGES = {403: Error, 502: Error, 503: Error}  # a foreign origin; the engine
+# A removal never fails for the engine (sessions_app.removals finishes it).
+REMOVES = {403: Error}
 TAKES_BODY = {400: Error, 413: Error}
 # What an optional body left out stands for.
 NO_FIELDS = schemas.NewSession()
@@ -62,9 +64,13 @@ async def session(request: HttpRequest, session_id: str) -> dict[str, Any]:
 
 @router.delete(
     "/sessions/{session_id}/",
-    response={204: None, **ON_SESSION, **CHANGES},
+    response={204: None, **ON_SESSION, **REMOVES},
     operation_id="deleteSession",
-    summary="End a session; answers once its nodes, volumes and network are removed",
+    summary="End a session at once; its nodes, volumes and network are removed",
+    description="The session has ended when this answers (404 from then on, viewers hear "
+    "session.ended). Its objects are removed by then, or, when the engine is slower than "
+    "PWD_REMOVAL_WAIT to let go, their removal goes on in the background: guaranteed, "
+    "never an error.",
 )
 async def end_session(request: HttpRequest, session_id: str) -> Status:
     await services.end_session(await services.active_session(session_id))
@@ -99,9 +105,12 @@ async def node(request: HttpRequest, session_id: str, name: str) -> dict[str, An
 
 @router.delete(
     "/sessions/{session_id}/nodes/{name}/",
-    response={204: None, 409: Error, **ON_SESSION, **CHANGES},
+    response={204: None, 409: Error, **ON_SESSION, **REMOVES},
     operation_id="deleteNode",
-    summary="Remove a node and its volume",
+    summary="Remove a node at once; its container and volume are removed",
+    description="The node is gone from the session when this answers (viewers hear "
+    "node.removed); its container goes by then or in the background, as for a session. "
+    "409 node_starting while it starts.",
 )
 async def remove_node(request: HttpRequest, session_id: str, name: str) -> Status:
     session = await services.active_session(session_id)
