@@ -24,8 +24,9 @@ from sessions_app.models import PoolNode
 log = logging.getLogger(__name__)
 
 # Takes are counted over this much of the recent past (a claimed row lives longer: the
-# keeper drops it CLAIM_GRACE after its node went).
-RATE_WINDOW = timedelta(seconds=60)
+# keeper drops it CLAIM_GRACE after its node went); the pool is back to PWD_POOL_SIZE
+# this long after the last take.
+RATE_WINDOW = timedelta(seconds=45)
 # A node start until one is measured, seconds (seen 2-6 s on a loaded 2-core machine).
 START_SECONDS = 4.0
 # Idle memory of a pool node until one is measured (seen ~40 MiB).
