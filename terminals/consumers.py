@@ -66,7 +66,7 @@ class TerminalConsumer(AsyncWebsocketConsumer):
 
     async def connect(self) -> None:
         kwargs = self.scope["url_route"]["kwargs"]
-        self.session_id: str = kwargs["session_id"]
+        self.session_id: str = kwargs.get("session_id", "")
         self.node_name: str = kwargs["node"]
         self.client: hubs.Client | None = None
         self.session: Session | None = None
@@ -74,7 +74,7 @@ class TerminalConsumer(AsyncWebsocketConsumer):
         self._tasks: set[asyncio.Task[Any]] = set()
         self._last_touch = 0.0
         await self.accept()
-        session, node = await _find_node(self.session_id, self.node_name)
+        session, node = await self.find()
         if session is None:
             await self._fail("not_found", "no such session, or it has ended", CLOSE_NOT_FOUND)
             return
@@ -100,6 +100,11 @@ class TerminalConsumer(AsyncWebsocketConsumer):
             return
         self.client = hub.join(self._send_bytes, self.send_json, self._node_gone)
         self._spawn(self._keepalive())
+
+    async def find(self) -> tuple[Session | None, Node | None]:
+        """The active session and its node this socket is for (None: refused 4404);
+        here the session id in the path is the credential."""
+        return await _find_node(self.session_id, self.node_name)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels closes stale database connections before every message, on a worker

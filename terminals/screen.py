@@ -290,6 +290,11 @@ class TrailingScreen:
         """Bytes of the stream taken so far (eaten or pending)."""
         return self.fed + len(self.pending)
 
+    def text(self) -> list[str]:
+        """The screen's lines as plain text, as far as the emulator has eaten (a
+        thumbnail's view: it may trail the stream by what is still pending)."""
+        return [line.rstrip() for line in self.emulator.screen.display]
+
     def snapshot(self) -> bytes:
         """The emulator's state plus the bytes it has not eaten: the stream so far."""
         if self._rendered is None:

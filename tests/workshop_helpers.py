@@ -45,7 +45,7 @@ def workshop_of(user: Any, seats: int = 2, **fields: Any) -> Workshop:
     workshop = Workshop.objects.create(
         title=fields.pop("title", "Swarm 101"),
         seats=seats,
-        image="pwd-node:latest",
+        image=fields.pop("image", "pwd-node:latest"),
         ends_at=fields.pop("ends_at", timezone.now() + timedelta(hours=2)),
         created_by=user,
         **fields,
