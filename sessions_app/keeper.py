@@ -73,6 +73,8 @@ class Keeper:
         self.parallelism = parallelism or pool_sizing.parallelism()
         self._executor = ThreadPoolExecutor(self.parallelism, thread_name_prefix="pwd-pool")
         self._starting: set[Future[bool]] = set()
+        # Whether a pass waits for the starts it begins (run_forever's passes do not).
+        self.waits = True
 
     @property
     def size(self) -> int:
@@ -86,15 +88,16 @@ class Keeper:
     def close(self) -> None:
         self._executor.shutdown(wait=True)
 
-    def run_once(self, wait: bool = True) -> int:
+    def run_once(self, wait: bool | None = None) -> int:
         """One pass: tidy up, then start nodes until ``size`` are ready or starting,
         ``parallelism`` at once (or, when they are ready, attach ahead for sessions
         that have none).
 
-        With ``wait``, returns once the starts are done, the number of nodes started;
-        without, at once, the number of starts begun (they go on between passes).
-        Raises EngineUnavailable when the engine does not answer.
+        With ``wait`` (default: ``self.waits``), returns once the starts are done, the
+        number of nodes started; without, at once, the number of starts begun (they go on
+        between passes). Raises EngineUnavailable when the engine does not answer.
         """
+        wait = self.waits if wait is None else wait
         self._starting = {future for future in self._starting if not future.done()}
         self._size = self.sizer.target()
         self.reconcile()
@@ -121,10 +124,12 @@ class Keeper:
         return started
 
     def run_forever(self, stop: threading.Event, interval: float = 1.0) -> None:
-        """Passes until ``stop`` is set; a failing pass is logged and retried."""
+        """Passes until ``stop`` is set; a failing pass is logged and retried. Node
+        starts go on across passes (a pass does not wait for them)."""
+        self.waits = False
         while not stop.is_set():
             try:
-                self.run_once(wait=False)
+                self.run_once()
             except engine.EngineError as exc:
                 log.warning("pool pass failed: %s", exc)
                 stop.wait(5)
