@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Serve pwd: the reaper and the pool keeper in the background, daphne in the foreground.
+# Serve pwd: the reaper, the pool keeper and the workshop provisioner in the background,
+# daphne in the foreground.
 # Ctrl-C stops them all.
 set -euo pipefail
 host=${1:-127.0.0.1}
@@ -35,6 +36,11 @@ fi
 if "$py" manage.py help pool >/dev/null 2>&1; then
     printf '\033[1m==> starting the warm node pool\033[0m\n'
     "$py" manage.py pool &
+    pids+=($!)
+fi
+if "$py" manage.py help workshops >/dev/null 2>&1; then
+    printf '\033[1m==> starting the workshop seat provisioner\033[0m\n'
+    "$py" manage.py workshops &
     pids+=($!)
 fi
 printf '\033[1m==> serving pwd at http://%s:%s/\033[0m\n' "$host" "$port"
