@@ -2,13 +2,16 @@
 
 from channels.routing import URLRouter
 
+from metrics.sockets import CountOpenSockets
 from pwd_compat.routing import websocket_urlpatterns as compat_patterns
 from pwd_site.origin import OriginCheck
 from sessions_app.routing import websocket_urlpatterns as session_patterns
 from terminals.routing import websocket_urlpatterns as terminal_patterns
 
 # PWD's socket (/sessions/<id>/ws/) is opened by documentation pages: PWD_EMBED_ORIGINS.
-websocket_application = OriginCheck(
-    URLRouter(session_patterns + terminal_patterns + compat_patterns),
-    embed_prefixes=("/sessions/",),
+websocket_application = CountOpenSockets(
+    OriginCheck(
+        URLRouter(session_patterns + terminal_patterns + compat_patterns),
+        embed_prefixes=("/sessions/",),
+    )
 )

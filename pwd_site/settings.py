@@ -5,6 +5,7 @@ unless asked for. Every PWD_* variable is listed in .env.example and
 docs/configuration.md; tests/test_configuration.py fails when one is not.
 """
 
+import ipaddress
 import re
 from pathlib import Path
 
@@ -70,6 +71,7 @@ INSTALLED_APPS = [
     "front",
     "pwd_compat",
     "workshops",
+    "metrics",
 ]
 
 MIDDLEWARE = [
@@ -292,6 +294,13 @@ PWD_EMBED_NODES_PER_ORIGIN = envint("PWD_EMBED_NODES_PER_ORIGIN", 60, minimum=1)
 # Addresses (or networks) of reverse proxies whose X-Forwarded-For is believed; empty:
 # the peer address is the client (daphne runs without --proxy-headers).
 PWD_TRUSTED_PROXIES = envlist("PWD_TRUSTED_PROXIES", [])
+# Addresses or networks that may read /metrics and /api/capacity/ (docs/operations.md).
+PWD_METRICS_ALLOW = envlist("PWD_METRICS_ALLOW", ["127.0.0.0/8", "::1"])
+for _network in PWD_METRICS_ALLOW:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(f"PWD_METRICS_ALLOW: {_network!r} is no address") from None
 
 # --- port URLs: <token>-<node>-<port>.<PWD_PORTS_DOMAIN> (sessions_app/ports.py) -----------
 # A different site from the app's (see docs/security.md): a page a trainee serves there

@@ -18,9 +18,9 @@ from ninja import NinjaAPI, Swagger
 from ninja.errors import HttpError, ValidationError
 from ninja.parser import Parser
 
+from metrics import api as capacity_api
 from sessions_app import engine, views, views_files, views_session_time, views_setup
 from sessions_app.errors import ApiError, BadRequest, PayloadTooLarge, error_response
-from metrics import api as capacity_api
 from workshops import api as workshops_api
 
 log = logging.getLogger(__name__)

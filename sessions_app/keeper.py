@@ -29,6 +29,7 @@ from django.db import close_old_connections
 from django.db.models import Count, F
 from django.utils import timezone
 
+from metrics import tally
 from sessions_app import engine, pool, pool_sizing
 from sessions_app.models import Node, PoolNode, Session
 
@@ -130,10 +131,13 @@ class Keeper:
         while not stop.is_set():
             try:
                 self.run_once()
+                tally.keeper_pass(ok=True)
             except engine.EngineError as exc:
+                tally.keeper_pass(ok=False)
                 log.warning("pool pass failed: %s", exc)
                 stop.wait(5)
             except Exception:
+                tally.keeper_pass(ok=False)
                 log.exception("pool pass failed")
                 stop.wait(5)
             finally:

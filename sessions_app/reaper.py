@@ -26,6 +26,7 @@ from django.db import close_old_connections
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from metrics import tally
 from sessions_app import engine, events, pool, removals
 from sessions_app.models import Node, Session
 
@@ -94,6 +95,7 @@ class Reaper:
             close_old_connections()
         if report:
             log.info("reaper pass: %s", _summary(report))
+        tally.reaper_pass(len(report.errors))
         return report
 
     # --- lifecycle ---------------------------------------------------------------------

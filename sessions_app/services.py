@@ -17,6 +17,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from metrics import tally
 from sessions_app import engine, events, pool, quotas, removals
 from sessions_app.engine import ExecResult, NodeHandle
 from sessions_app.errors import BadRequest, Conflict, NotFound, TooManyRequests
@@ -162,6 +163,7 @@ def _reserve_slot(session_id: str, image: str) -> Node:
             ) from None
 
 
+@tally.times_node_adds
 async def add_node(session: Session, image: str) -> Node:
     """Reserve a slot, start the node outside any transaction, then record it.
 

@@ -59,6 +59,15 @@ T = TypeVar("T")
 class EngineError(Exception):
     """The engine could not do what was asked; the message is fit for a user."""
 
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
+        for listener in error_listeners:
+            listener(self)
+
+
+# Called with each EngineError as it is made, on whichever thread (metrics counts them).
+error_listeners: list[Callable[[EngineError], None]] = []
+
 
 class EngineUnavailable(EngineError):
     """The engine does not answer at all."""

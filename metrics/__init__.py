@@ -1,0 +1,1 @@
+"""Prometheus metrics (/metrics) and the installation's capacity (/api/capacity/)."""
