@@ -7,7 +7,6 @@ import logging
 from collections.abc import Iterator
 
 from django.conf import settings
-from django.db.models import Count as Rows
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -26,9 +25,11 @@ log = logging.getLogger(__name__)
 HOST = engine.LOCAL_HOST
 
 
-def _by_status(rows: dict[str, int], statuses: list[str]) -> Iterator[tuple[str, int]]:
+def _per_status(name: str, doc: str, counts: dict[str, int], statuses: list[str]) -> Metric:
+    family = GaugeMetricFamily(name, doc, labels=["host", "status"])
     for status in statuses:
-        yield status, rows.get(status, 0)
+        family.add_metric([HOST, status], counts.get(status, 0))
+    return family
 
 
 class DatabaseCollector(Collector):
@@ -44,36 +45,21 @@ class DatabaseCollector(Collector):
         yield GaugeMetricFamily(
             "pwd_sessions_limit", "PWD_MAX_SESSIONS.", value=settings.PWD_MAX_SESSIONS
         )
-        node_rows = dict(
-            Node.objects.exclude(status=Node.Status.GONE)
-            .values_list("status")
-            .annotate(n=Rows("id"))
-            .order_by()
+        yield _per_status(
+            "pwd_nodes",
+            "Session nodes in use, per host and status.",
+            capacity.by_status(Node.objects.exclude(status=Node.Status.GONE)),
+            [Node.Status.STARTING, Node.Status.RUNNING],
         )
-        nodes = GaugeMetricFamily(
-            "pwd_nodes", "Session nodes in use, per host and status.", labels=["host", "status"]
-        )
-        for status, count in _by_status(node_rows, [Node.Status.STARTING, Node.Status.RUNNING]):
-            nodes.add_metric([HOST, status], count)
-        yield nodes
         yield GaugeMetricFamily(
             "pwd_nodes_limit", "PWD_MAX_TOTAL_NODES.", value=settings.PWD_MAX_TOTAL_NODES
         )
-        pool_rows = dict(
-            PoolNode.objects.exclude(status=PoolNode.Status.TAKEN)
-            .values_list("status")
-            .annotate(n=Rows("id"))
-            .order_by()
-        )
-        pool = GaugeMetricFamily(
+        yield _per_status(
             "pwd_pool_nodes",
             "Warm pool nodes not yet a session's, per host and status.",
-            labels=["host", "status"],
+            capacity.by_status(PoolNode.objects.exclude(status=PoolNode.Status.TAKEN)),
+            [s for s in PoolNode.Status.values if s != PoolNode.Status.TAKEN],
         )
-        kept = [s for s in PoolNode.Status.values if s != PoolNode.Status.TAKEN]
-        for status, count in _by_status(pool_rows, kept):
-            pool.add_metric([HOST, status], count)
-        yield pool
 
     def _capacity(self) -> Iterator[Metric]:
         try:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count
+from django.db.models import Count, QuerySet
 
 from sessions_app import engine, quotas
 from sessions_app.models import Node, PoolNode, Session
@@ -62,6 +62,11 @@ class Room:
         return max(0, min(by_nodes, self.sessions_free - reserved_sessions))
 
 
+def by_status(rows: QuerySet) -> dict[str, int]:
+    """How many of ``rows`` (nodes or pool nodes) are in each status they have."""
+    return dict(rows.values_list("status").annotate(count=Count("id")).order_by())
+
+
 def _local_host(nodes: int, pool_nodes: int) -> Host:
     memory = engine.host_memory()
     per_node = settings.PWD_NODE_MEMORY
@@ -108,12 +113,7 @@ def snapshot(nodes_per_seat: int = 1) -> dict[str, Any]:
     """What GET /api/capacity/ answers (docs/api.md): hosts, nodes used and free,
     sessions, and the seats of ``nodes_per_seat`` nodes that fit."""
     now = room()
-    nodes_by_status = dict(
-        Node.objects.exclude(status=Node.Status.GONE)
-        .values_list("status")
-        .annotate(count=Count("id"))
-        .order_by()
-    )
+    nodes_by_status = by_status(Node.objects.exclude(status=Node.Status.GONE))
     return {
         "hosts": [host.as_dict() for host in now.hosts],
         "nodes": {
