@@ -20,7 +20,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from sessions_app import events, services
+from sessions_app import engine, events, services
 from sessions_app.errors import ApiError, BadRequest, Conflict, NotFound
 from sessions_app.models import Session
 from sessions_app.setup import TEMPLATES
@@ -95,32 +95,45 @@ def plan_of(data: dict[str, Any], now: datetime | None = None) -> Plan:
     return Plan(title, seats, nodes, template, image, starts_at, ends_at)
 
 
-def nodes_promised(exclude: Workshop | None = None) -> int:
-    """Nodes that running workshops' seats will start but have not yet: the capacity
-    they hold although nothing runs yet."""
+def promised(exclude: Workshop | None = None) -> tuple[int, int]:
+    """Nodes and sessions that running workshops' seats will start but have not yet:
+    the capacity they hold although nothing runs yet."""
     seats = Seat.objects.filter(workshop__in=Workshop.objects.running()).filter(
         Q(status=Seat.Status.WAITING)
-        | Q(status=Seat.Status.PROVISIONING)
+        | Q(status=Seat.Status.PROVISIONING, session__isnull=True)
         | Q(status=Seat.Status.FAILED, retry_at__isnull=False)
     )
     if exclude is not None:
         seats = seats.exclude(workshop=exclude)
-    return sum(seat.workshop.nodes_wanted for seat in seats.select_related("workshop"))
+    rows = list(seats.select_related("workshop"))
+    return sum(seat.workshop.nodes_wanted for seat in rows), len(rows)
 
 
 def capacity_for(workshop: Workshop) -> dict[str, Any]:
-    """How many of the workshop's unmade seats fit, and the instructor's warning."""
+    """How many of the workshop's seats fit (those made, and of the rest as many as the
+    installation can hold after other workshops' promised seats), and the warning."""
     from sessions_app import capacity
 
     unmade = workshop.seat_set.exclude(status__in=[Seat.Status.READY, Seat.Status.TAKEN]).count()
     made = workshop.seats - unmade
-    fit = capacity.seats_that_fit(workshop.nodes_wanted, reserved_nodes=nodes_promised(workshop))
+    nodes, sessions = promised(exclude=workshop)
+    try:
+        fit = capacity.seats_that_fit(
+            workshop.nodes_wanted, reserved_nodes=nodes, reserved_sessions=sessions
+        )
+    except engine.EngineError:
+        return {
+            "seats_that_fit": made,
+            "seats": workshop.seats,
+            "warning": "The Docker engine does not answer, so capacity could not be checked; "
+            "seats are made once it is back.",
+        }
     fits = made + min(unmade, fit)
     warning = ""
     if fits < workshop.seats:
+        each = f"{workshop.nodes_wanted} node{'s' if workshop.nodes_wanted != 1 else ''} each"
         warning = (
-            f"This installation can hold {fits} of your {workshop.seats} seats "
-            f"({workshop.nodes_wanted} node{'s' if workshop.nodes_wanted != 1 else ''} each) "
+            f"This installation can hold {fits} of your {workshop.seats} seats ({each}) "
             "right now; ask an operator for more capacity, or make fewer seats."
         )
     return {"seats_that_fit": fits, "seats": workshop.seats, "warning": warning}
