@@ -311,3 +311,26 @@ async def test_extend_all_moves_the_workshop_and_every_seat(settings):
         await session.arefresh_from_db()
         assert session.ends_at == moved
     assert all(s["time_left"] > 7200 for s in response.json()["seats"])
+
+
+def test_operators_see_workshops_seats_and_tokens_in_the_admin():
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    owner = make_user("owner")
+    workshop_of(owner, seats=2)
+    token_for(owner)
+    operator = get_user_model().objects.create_superuser("operator", password=PASSWORD)
+    client = Client()
+    client.force_login(operator)
+    for path in (
+        "/admin/workshops/workshop/",
+        "/admin/workshops/seat/",
+        "/admin/workshops/apitoken/",
+    ):
+        response = client.get(path)
+        assert response.status_code == 200, path
+    assert b"Swarm 101" in client.get("/admin/workshops/workshop/").content
+    # An instructor is not an operator.
+    client.force_login(owner)
+    assert client.get("/admin/workshops/workshop/").status_code == 302
