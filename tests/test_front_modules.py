@@ -15,6 +15,7 @@ from sessions_app.models import Session
 JS = Path(__file__).resolve().parent.parent / "static" / "js"
 MODULES = {"api.js", "terminal.js", "session.js", "landing.js", "ports.js", "setup.js"}
 MODULES |= {"timer.js", "stats.js", "files.js"}
+MODULES |= {"workshops.js", "wall.js", "seat_terminal.js", "join.js", "notices.js"}  # workshops
 IMPORT = re.compile(r'^import \{([^}]*)\} from "([^"]+)";', re.M)
 EXPORT = re.compile(r"^export (?:async )?(?:const|function|class) (\w+)", re.M)
 # What a module may use of `window`: the browser's own, and the hook the tests read.

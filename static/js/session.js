@@ -244,6 +244,8 @@ function connectEvents() {
   };
   ws.onmessage = (event) => {
     const message = JSON.parse(event.data);
+    // Other modules of the page (notices.js, on a workshop seat) hear every event too.
+    document.dispatchEvent(new CustomEvent("pwd:event", { detail: message }));
     if (message.type === "node.added") upsert(message.node);
     else if (message.type === "node.removed") forget(message.name, `${message.name} was removed`);
     else if (message.type === "node.gone") forget(message.name, `${message.name} is gone`);
@@ -253,6 +255,7 @@ function connectEvents() {
     else if (message.type.startsWith("setup.")) swarmSetup.onEvent(message);
     else if (message.type === "session.expiring") timer.expiring(message.expires_at);
     else if (message.type === "session.extended") timer.setEnd(message.expires_at);
+    else if (message.type === "workshop.extended") timer.setEnd(message.ends_at);
     else if (message.type === "node.stats" && nodes.has(message.name)) nodeStats.update(message);
     else if (message.type === "session.ended") {
       endSession(
