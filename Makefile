@@ -6,7 +6,7 @@ PORT ?= 8000
 PY := .venv/bin/python
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: run test prereqs test-prereqs lint format bench node-image migrate clean lock \
+.PHONY: run test prereqs test-prereqs lint format bench soak node-image migrate clean lock \
 	clean-machine
 
 prereqs:
@@ -44,6 +44,13 @@ bench: prereqs
 	@$(PY) bench/browser_throughput.py
 	@$(PY) bench/ports.py
 	@$(PY) bench/files.py
+
+# Hours of a class's churn on one server (bench/soak.py): SOAK_CLIENTS clients for
+# SOAK_MINUTES minutes; writes docs/benchmarks.md's soak section and docs/soak.png.
+SOAK_CLIENTS ?= 3
+SOAK_MINUTES ?= 30
+soak: prereqs
+	@$(PY) bench/soak.py --clients $(SOAK_CLIENTS) --minutes $(SOAK_MINUTES) $(SOAK_ARGS)
 
 clean:
 	rm -rf .venv node_modules staticfiles .pytest_cache .ruff_cache
