@@ -9,9 +9,10 @@ from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_POST
 
 from front import wording
-from sessions_app import engine, quotas, services
-from sessions_app.errors import TooManyRequests
+from sessions_app import engine, hot, quotas, services
+from sessions_app.errors import TooManyRequests, error_response
 from sessions_app.models import Node, Session
+from sessions_app.serialize import session_data
 
 
 def landing(request: HttpRequest) -> HttpResponse:
@@ -21,18 +22,29 @@ def landing(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 async def start(request: HttpRequest) -> HttpResponse:
-    """The landing page's form without JavaScript: a new session, or a page saying why not.
+    """The landing page's Start: a hot session when one is held (node1 at a prompt),
+    else a new empty one (sessions_app.hot.start).
 
-    At capacity or past the address's rate: 429 with Retry-After and the "at capacity"
-    page; an engine in trouble: 503 with the same page.
+    The form without JavaScript is redirected to the session's page, or gets a page
+    saying why not: at capacity or past the address's rate, 429 with Retry-After and the
+    "at capacity" page; an engine in trouble, 503 with the same page. The page's script
+    (``Accept: application/json``) gets the session's JSON (201) or the API's JSON error.
     """
     key = quotas.client_key(quotas.client_address(request))
+    script = request.get_preferred_type(["text/html", "application/json"]) == "application/json"
     try:
-        session = await services.create_session(key)
+        session = await hot.start(key)
     except TooManyRequests as exc:
+        if script:
+            return exc.response()
         return _busy(request, exc.message, exc.retry_after or quotas.CAPACITY_RETRY_AFTER, 429)
     except engine.EngineError:
+        if script:
+            return error_response(503, "engine_unavailable", "The engine does not answer.")
         return _busy(request, "The Docker engine does not answer right now.", 30, 503)
+    if script:
+        nodes = await services.session_nodes(session)
+        return JsonResponse(session_data(session, nodes), status=201)
     return redirect(session.page_path, permanent=False)
 
 

@@ -261,6 +261,9 @@ PWD_POOL_MEMORY = envsize("PWD_POOL_MEMORY", "2g")
 # Attach ahead: each session keeps one pool node on its network, already named as its
 # next node, so an add hands it out without an engine round trip (only with a pool).
 PWD_POOL_PREPARE = envbool("PWD_POOL_PREPARE", True)
+# Hot sessions: whole sessions (network, node1, shell waiting) the keeper holds for the
+# landing page's Start to take (sessions_app.hot); 0 turns them off.
+PWD_POOL_SESSIONS = envint("PWD_POOL_SESSIONS", 2, minimum=0)
 # Capabilities taken away from every node even when the engine would grant them; loading
 # kernel modules from a node is how the public Play with Docker service was escaped.
 PWD_NODE_CAP_DROP = envlist("PWD_NODE_CAP_DROP", ["SYS_MODULE"])

@@ -156,7 +156,7 @@ def check_new_session(key: str, now: datetime) -> None:
 
 
 def _nodes() -> QuerySet[Node]:
-    return Node.objects.exclude(status=Node.Status.GONE)
+    return Node.objects.exclude(status=Node.Status.GONE).filter(session__held_at__isnull=True)
 
 
 def nodes_in_use() -> int:
@@ -165,7 +165,8 @@ def nodes_in_use() -> int:
 
     Pool nodes are not among them, ready or attached ahead: PWD_POOL_SIZE bounds each
     kind, and one attached ahead becomes a node only through an add, which counts it
-    then. Both the cold and the pool path ask this.
+    then. Nor are the nodes of held sessions (PWD_POOL_SESSIONS bounds them; a Start
+    that takes one is checked as an add). Both the cold and the pool path ask this.
     """
     return _nodes().count()
 

@@ -27,7 +27,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from metrics import tally
-from sessions_app import engine, events, pool, removals
+from sessions_app import engine, events, hot, pool, removals
 from sessions_app.models import Node, Session
 
 log = logging.getLogger(__name__)
@@ -122,7 +122,8 @@ class Reaper:
                 report.warned.append(session.id)
 
     def end_expired(self, report: PassReport, now: datetime) -> None:
-        for session in Session.objects.expired(now):
+        # A held session (sessions_app.hot) that broke ends here too, unseen by anyone.
+        for session in [*Session.objects.expired(now), *hot.spoiled(now)]:
             if session.end(now):
                 events.publish_sync(session.id, {"type": "session.ended", "reason": "expired"})
                 report.ended.append(session.id)
@@ -157,6 +158,7 @@ class Reaper:
         # container exists, so every listed container's row is already visible.
         objects = engine.list_objects()
         active = set(Session.objects.active(now).values_list("pk", flat=True))
+        active.update(hot.held().values_list("pk", flat=True))  # their objects stay too
         rows = {
             (node.session_id, node.name): node
             for node in Node.objects.filter(session_id__in=active)

@@ -16,10 +16,10 @@ export class ApiError extends Error {
 }
 
 // Resolves to the JSON answer (null for 204); rejects with an ApiError.
-export async function call(method, path, body) {
+export async function call(method, path, body, headers = {}) {
   const response = await fetch(path, {
     method,
-    headers: { Accept: "application/json", "Content-Type": "application/json" },
+    headers: { Accept: "application/json", "Content-Type": "application/json", ...headers },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   if (response.status === 204) return null;
@@ -35,6 +35,11 @@ export async function call(method, path, body) {
 }
 
 export const createSession = () => call("POST", "/api/sessions/", {});
+
+// The landing page's Start (POST /start/, the form's own route, with its CSRF token): a
+// hot session with node1 at a prompt when one is held, else a new empty one.
+export const startSession = (csrfToken) =>
+  call("POST", "/start/", {}, { "X-CSRFToken": csrfToken });
 
 // The calls on one session and the addresses of its websockets; `server` is the pwd
 // server's origin when the page is on another one (the embed), else the page's own.

@@ -1,5 +1,5 @@
-// The landing page: "Start" creates a session and opens its page.
-import { createSession } from "./api.js";
+// The landing page: "Start" takes a session (a hot one, when held) and opens its page.
+import { startSession } from "./api.js";
 
 const button = document.getElementById("start");
 const status = document.getElementById("start-status");
@@ -12,7 +12,8 @@ async function start() {
   status.className = "status";
   status.textContent = "Creating your session…";
   try {
-    const session = await createSession();
+    const token = document.querySelector("#start-form [name=csrfmiddlewaretoken]").value;
+    const session = await startSession(token);
     window.location.assign(session.url || `/p/${session.id}/`);
   } catch (error) {
     status.className = "status error";

@@ -1,4 +1,5 @@
-"""``manage.py pool``: keep PWD_POOL_SIZE warm nodes ready until SIGTERM or SIGINT."""
+"""``manage.py pool``: keep PWD_POOL_SIZE warm nodes and PWD_POOL_SESSIONS hot sessions
+ready until SIGTERM or SIGINT."""
 
 import logging
 import signal
@@ -8,7 +9,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
-from sessions_app.keeper import Keeper
+from sessions_app.hot_keeper import HotKeeper
 
 log = logging.getLogger("sessions_app.keeper")
 
@@ -26,7 +27,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        keeper = Keeper(size=options["size"])
+        keeper = HotKeeper(size=options["size"])
         try:
             if options["once"]:
                 started = keeper.run_once()
