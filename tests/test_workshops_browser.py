@@ -8,6 +8,7 @@ With PWD_DOC_SCREENSHOTS=docs/images the screenshots go there (the docs' picture
 otherwise to test-artifacts/.
 """
 
+import json
 import os
 import re
 import time
@@ -83,14 +84,18 @@ def exec_in(server, session_id: str, command: str) -> str:
     return _in_node(server, session_id, command)["output"]
 
 
-def log_in_and_create(page, server) -> str:
-    """The instructor logs in and creates a 1-seat workshop; returns its wall's URL."""
+def log_in(page, server) -> None:
     page.goto(server.url + "/workshops/")
     page.wait_for_url("**/accounts/login/?next=/workshops/")
     page.get_by_label("User name").fill("teacher")
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Log in").click()
     page.wait_for_url(server.url + "/workshops/")
+
+
+def log_in_and_create(page, server) -> str:
+    """The instructor logs in and creates a 1-seat workshop; returns its wall's URL."""
+    log_in(page, server)
     page.get_by_label("Title", exact=True).fill("Docker basics")
     page.get_by_label("Seats", exact=True).fill("1")
     shoot(page, "dashboard")
@@ -202,6 +207,78 @@ def test_the_wall_watches_a_trainee_live_and_take_over_types_into_their_shell(
     wall.locator("#end-dialog").get_by_role("button", name="End workshop").click()
     wall.locator("#wall-ended").wait_for(timeout=30_000)
     page.locator("#ended").wait_for(timeout=30_000)
+    assert not problems, problems
+    teacher.close()
+    trainee.close()
+
+
+def later_workshop(server, seats: int) -> tuple[str, str]:
+    """A workshop of ``seats`` starting in 6 hours: the provisioner leaves its seats be."""
+    made = server.python(
+        "from datetime import timedelta\n"
+        "from django.contrib.auth import get_user_model\n"
+        "from django.utils import timezone\n"
+        "from workshops import services\n"
+        "now = timezone.now()\n"
+        f"plan = services.plan_of({{'title': 'Later', 'seats': {seats},"
+        " 'starts_at': now + timedelta(hours=6), 'ends_at': now + timedelta(hours=8)})\n"
+        "w = services.create(get_user_model().objects.get(username='teacher'), plan)\n"
+        "print(w.pk, w.join_code)"
+    )
+    assert made.returncode == 0, made.stderr
+    workshop_id, code = made.stdout.split()
+    return workshop_id, code
+
+
+def test_the_wall_asks_screens_for_the_seats_on_screen_only_and_a_trainee_waits_for_a_seat(
+    server,
+    browser,  # noqa: F811
+):
+    workshop_id, code = later_workshop(server, 30)
+    problems: list[str] = []
+    teacher = browser.new_context(viewport={"width": 1400, "height": 700})
+    wall = teacher.new_page()
+    wall.on("pageerror", lambda error: problems.append(f"wall: {error}"))
+    sent: list[list[int]] = []
+
+    def on_socket(socket) -> None:
+        if socket.url.endswith("/wall/"):
+            socket.on("framesent", lambda payload: sent.append(json.loads(payload)["seats"]))
+
+    wall.on("websocket", on_socket)
+    log_in(wall, server)
+    wall.goto(f"{server.url}/workshops/{workshop_id}/")
+    assert until(lambda: wall.locator(".seat-card").count() == 30, 15)
+    # Seats not made until 30 minutes before the start: the header says from when.
+    assert "Seats are made from" in wall.locator("#progress-text").inner_text()
+    shoot(wall, "thirty")
+
+    def told(check):
+        def newest():
+            wall.wait_for_timeout(100)  # Playwright hands events over only inside its calls
+            return next((seats for seats in reversed(sent) if check(seats)), None)
+
+        return until(newest, 15)
+
+    top = told(lambda seats: 1 in seats)
+    assert top, sent
+    assert 30 not in top, top
+    assert len(top) < 30, top
+    wall.locator('.seat-card[data-seat="30"]').scroll_into_view_if_needed()
+    bottom = told(lambda seats: 30 in seats)
+    assert bottom, sent
+    assert 1 not in bottom, bottom
+
+    # A trainee arriving early is told the seat is being made, and the page keeps asking.
+    trainee = browser.new_context(viewport=TRAINEE_VIEW)
+    page = trainee.new_page()
+    page.on("pageerror", lambda error: problems.append(f"trainee: {error}"))
+    page.goto(f"{server.url}/w/{code.lower()}/")
+    page.get_by_label("Your name, as the instructor will see it").fill("Early Bird")
+    page.get_by_role("button", name="Join").click()
+    status = page.locator("#join-status")
+    assert until(lambda: "Your seat is being made" in status.inner_text(), 15), status.inner_text()
+    assert page.url.endswith(f"/w/{code.lower()}/")
     assert not problems, problems
     teacher.close()
     trainee.close()

@@ -109,6 +109,7 @@ def test_the_wall_carries_the_join_link_the_roster_and_the_csrf_token():
     assert data["join_url"] == f"http://testserver/w/{workshop.join_code}/"
     assert [s["status"] for s in data["seats"]] == ["provisioning", "ready", "provisioning"]
     assert data["running"] is True
+    assert data["prepare_from"] is None  # no start: seats are made from creation
     for needle in ("Message everyone", "Extend all", "End workshop", "Copy link", "Take over"):
         assert needle in body
     assert 'name="csrfmiddlewaretoken"' in body
@@ -183,3 +184,14 @@ def test_a_plain_session_page_has_no_workshop_notices():
     body = Client().get(Session.objects.create().page_path).content.decode()
     assert "workshop-notices" not in body
     assert "notices.js" not in body
+
+
+def test_the_wall_of_a_later_workshop_says_when_its_seats_are_made(settings):
+    settings.PWD_WORKSHOP_PREPARE_BEFORE = 1800
+    owner = make_user("owner")
+    starts_at = timezone.now() + timedelta(hours=6)
+    workshop = workshop_of(owner, starts_at=starts_at, ends_at=starts_at + timedelta(hours=2))
+    body = logged_in(owner).get(f"/workshops/{workshop.pk}/").content.decode()
+    assert data_of(body, "wall-data")["prepare_from"] == (
+        (starts_at - timedelta(minutes=30)).isoformat()
+    )

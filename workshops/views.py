@@ -6,6 +6,7 @@ pages' scripts, with the CSRF token rendered into the page (the cookie is HttpOn
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -66,6 +67,14 @@ def wall(request: HttpRequest, workshop_id: Any) -> HttpResponse:
         "running": workshop.is_running(),
         "message": workshop.message,
         "seats": seats_of(workshop),
+        # When the provisioner starts on the seats (None: from creation).
+        "prepare_from": (
+            (
+                workshop.starts_at - timedelta(seconds=settings.PWD_WORKSHOP_PREPARE_BEFORE)
+            ).isoformat()
+            if workshop.starts_at
+            else None
+        ),
     }
     context = {"workshop": workshop, "initial": initial, "join_url": initial["join_url"]}
     return render(request, "workshops/wall.html", context)

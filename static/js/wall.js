@@ -117,7 +117,11 @@ function roster(list) {
   $("progress-bar").max = list.length || 1;
   $("progress-bar").value = made;
   const failed = count("failed");
-  $("progress-text").textContent = `${made} of ${list.length} seats ready${failed ? `, ${failed} failed (tried again)` : ""}`;
+  const from = Date.parse(data.prepare_from);
+  $("progress-text").textContent =
+    from > Date.now()
+      ? `Seats are made from ${new Date(from).toLocaleString([], { dateStyle: "medium", timeStyle: "short" })}, ahead of the start`
+      : `${made} of ${list.length} seats ready${failed ? `, ${failed} failed (tried again)` : ""}`;
   if (overlay.number && seats.has(overlay.number)) renderTabs();
 }
 
@@ -128,6 +132,7 @@ function screen(message) {
   entry.pre.textContent = message.lines.join("\n");
   entry.screen = { cols: message.cols, rows: message.rows };
   entry.pre.style.setProperty("--cols", String(message.cols));
+  entry.pre.style.setProperty("--rows", String(message.rows));
   if (overlay.number === message.seat && overlay.node === entry.seat.nodes[0]?.name) {
     overlay.terminals.get(overlay.node)?.follow(message.cols, message.rows);
   }
