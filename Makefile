@@ -13,7 +13,7 @@ prereqs:
 	@scripts/prereqs.sh python npm docker swarm node-image firewall
 
 test-prereqs:
-	@scripts/prereqs.sh python npm docker swarm node-image firewall redis chromium
+	@scripts/prereqs.sh python npm docker swarm node-image firewall redis postgres chromium
 
 migrate: prereqs
 	@$(PY) manage.py migrate --noinput -v 0

@@ -2,7 +2,7 @@
 # Make sure what pwd needs is installed and running. Each step says what it does and
 # skips what is already done, so re-running on a ready machine costs a few seconds.
 #
-#   scripts/prereqs.sh STEP...   steps: python npm docker swarm node-image firewall redis
+#   scripts/prereqs.sh STEP...   steps: python npm docker swarm node-image firewall redis postgres
 #                                chromium
 #
 # On a root Debian/Ubuntu machine missing packages are installed with apt-get; elsewhere
@@ -187,6 +187,16 @@ step_redis() {
     die "redis-server did not answer (log: $logdir/redis.log)"
 }
 
+step_postgres() {
+    # The tests start PostgreSQL servers of their own (tests/postgres_helpers.py); only
+    # the binaries are needed here.
+    if ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then
+        say "PostgreSQL is installed ($(ls -d /usr/lib/postgresql/*/ | tail -1))"
+        return
+    fi
+    apt_install postgresql
+}
+
 step_chromium() {
     if [ -x /usr/bin/chromium ] && command -v chromedriver >/dev/null 2>&1; then
         say "Chromium is installed ($(/usr/bin/chromium --version 2>/dev/null | head -1))"
@@ -195,7 +205,7 @@ step_chromium() {
     apt_install chromium chromium-driver fonts-dejavu-core
 }
 
-[ $# -gt 0 ] || die "usage: $0 STEP... (python npm docker swarm node-image firewall redis chromium)"
+[ $# -gt 0 ] || die "usage: $0 STEP... (python npm docker swarm node-image firewall redis postgres chromium)"
 for step in "$@"; do
     case "$step" in
         python) step_python ;;
@@ -205,6 +215,7 @@ for step in "$@"; do
         node-image) step_node_image ;;
         firewall) step_firewall ;;
         redis) step_redis ;;
+        postgres) step_postgres ;;
         chromium) step_chromium ;;
         *) die "unknown step: $step" ;;
     esac
