@@ -100,12 +100,18 @@ class Provisioner:
             if workshop.template:
                 await setup.set_up(session, setup.template_plan(workshop.template))
             else:
-                await asyncio.gather(
+                # Every add is waited for, so none is still starting when a failure
+                # ends the session.
+                added = await asyncio.gather(
                     *(
                         services.add_node(session, workshop.image)
                         for _ in range(workshop.nodes_per_seat)
-                    )
+                    ),
+                    return_exceptions=True,
                 )
+                failures = [r for r in added if isinstance(r, BaseException)]
+                if failures:
+                    raise failures[0]
         except (ApiError, engine.EngineError, OSError) as exc:
             await self._failed(seat, session, exc)
             return False
