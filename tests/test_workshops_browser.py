@@ -269,6 +269,30 @@ def test_the_wall_asks_screens_for_the_seats_on_screen_only_and_a_trainee_waits_
     assert bottom, sent
     assert 1 not in bottom, bottom
 
+    # More seats than the installation holds: the instructor is told at creation.
+    wall.goto(f"{server.url}/workshops/")
+    later = wall.evaluate(
+        """() => {
+            const d = new Date(Date.now() + 6 * 3600 * 1000);
+            const p = (n) => String(n).padStart(2, "0");
+            const day = `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}`;
+            return `${day}T${p(d.getHours())}:${p(d.getMinutes())}`;
+        }"""
+    )
+    wall.get_by_label("Title", exact=True).fill("Too big")
+    wall.get_by_label("Seats", exact=True).fill("200")
+    wall.get_by_role("radio", name="A swarm template:").check()
+    wall.get_by_label("Swarm template", exact=True).select_option("5-managers")
+    wall.locator("#starts_at").fill(later)
+    wall.get_by_role("button", name="Create workshop").click()
+    warning = wall.locator("#create-warning")
+    warning.wait_for(timeout=30_000)
+    assert re.search(r"can hold \d+ of your 200 seats \(5 nodes each\)", warning.inner_text())
+    shoot(wall, "capacity")
+    wall.get_by_role("link", name="Open the wall").click()
+    wall.wait_for_url(re.compile(r".*/workshops/[0-9a-f-]{36}/$"))
+    assert wall.locator("h1").inner_text() == "Too big"
+
     # A trainee arriving early is told the seat is being made, and the page keeps asking.
     trainee = browser.new_context(viewport=TRAINEE_VIEW)
     page = trainee.new_page()

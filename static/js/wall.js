@@ -285,6 +285,10 @@ $("takeover").addEventListener("click", () => {
   if (terminal.takingOver) terminal.term.focus();
 });
 $("seat-close").addEventListener("click", closeSeat);
+// Escape belongs to the trainee's program (vim) while a terminal has the keys.
+$("seat-overlay").addEventListener("cancel", (event) => {
+  if ($("seat-terminals").contains(document.activeElement)) event.preventDefault();
+});
 $("seat-overlay").addEventListener("close", closeSeat);
 
 // --- the header's actions -----------------------------------------------------------
