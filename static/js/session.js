@@ -259,9 +259,10 @@ function connectEvents() {
     else if (message.type === "node.stats" && nodes.has(message.name)) nodeStats.update(message);
     else if (message.type === "session.ended") {
       endSession(
-        message.reason === "expired"
-          ? "The session reached its time limit; everything in it has been deleted."
-          : "The session was closed; everything in it has been deleted.",
+        {
+          expired: "The session reached its time limit; everything in it has been deleted.",
+          workshop_ended: "The workshop has ended; everything in this seat has been deleted.",
+        }[message.reason] || "The session was closed; everything in it has been deleted.",
       );
     }
   };
