@@ -82,6 +82,9 @@ PARTS = """() => {
         page_at: performance.timeOrigin,
         ready_at: performance.timeOrigin + nav.domContentLoadedEventEnd,
         add_node_ms: add ? add.duration : null,
+        cached: performance.getEntriesByType("resource").filter(
+            (e) => e.name.includes("/static/") && e.transferSize === 0 && e.decodedBodySize > 0,
+        ).length,
         prompt_at: window.__promptAt,
     };
 }"""
@@ -148,6 +151,8 @@ async def open_landing(browser: Any, url: str) -> tuple[Any, Any]:
     page = await context.new_page()
     await page.goto(url + "/")
     await page.wait_for_selector("#start")
+    # A visitor reads the page before the click: what it prefetches has arrived.
+    await page.wait_for_load_state("networkidle")
     return context, page
 
 
@@ -168,6 +173,7 @@ async def until_prompt(page: Any, clicked: float, add_node: bool) -> dict[str, f
         "page_load": (parts["ready_at"] - parts["page_at"]) / 1000,
         "to_prompt": (parts["prompt_at"] - parts["ready_at"]) / 1000,
     }
+    result["cached_files"] = parts["cached"]
     if parts["add_node_ms"] is not None:
         result["add_node"] = parts["add_node_ms"] / 1000
     return result

@@ -1,7 +1,5 @@
 """The pages: the landing page, its script-free start form and the session page."""
 
-from datetime import timedelta
-
 from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
@@ -13,6 +11,7 @@ from sessions_app import engine, hot, quotas, services
 from sessions_app.errors import TooManyRequests, error_response
 from sessions_app.models import Node, Session
 from sessions_app.serialize import session_data
+from terminals import warm
 
 
 def landing(request: HttpRequest) -> HttpResponse:
@@ -42,8 +41,10 @@ async def start(request: HttpRequest) -> HttpResponse:
         if script:
             return error_response(503, "engine_unavailable", "The engine does not answer.")
         return _busy(request, "The Docker engine does not answer right now.", 30, 503)
+    nodes = await services.session_nodes(session)
+    for node in nodes:  # a hot session's node1: its page opens on its terminal
+        warm.soon(node.container_id)
     if script:
-        nodes = await services.session_nodes(session)
         return JsonResponse(session_data(session, nodes), status=201)
     return redirect(session.page_path, permanent=False)
 
@@ -69,9 +70,8 @@ def session_page(request: HttpRequest, session_id: str) -> HttpResponse:
         "id": session.id,
         "expires_at": session.expires_at.isoformat(),
         # The page counts down itself; typing pushes the idle limit back.
-        "lifetime_ends_at": (
-            session.created_at + timedelta(seconds=settings.PWD_SESSION_LIFETIME)
-        ).isoformat(),
+        # The hard end: the lifetime's, or a workshop seat's fixed end.
+        "lifetime_ends_at": session.hard_expires_at.isoformat(),
         "idle_timeout": settings.PWD_IDLE_TIMEOUT,
         "warning_seconds": settings.PWD_EXPIRY_WARNING,
         "max_nodes": session.max_nodes,

@@ -20,7 +20,7 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
-from sessions_app import engine, pool, quotas, services
+from sessions_app import engine, quotas, services
 from sessions_app.errors import TooManyRequests
 from sessions_app.models import Node, Session
 
@@ -79,8 +79,7 @@ async def start(client_key: str) -> Session:
 
 
 async def take(client_key: str) -> Session | None:
-    """A held session handed to the client ``client_key``: its clock starts now and its
-    next node is attached ahead in the background, as for a new session.
+    """A held session handed to the client ``client_key``: its clock starts now.
 
     None when none is ready or PWD_POOL_SESSIONS is 0, and when its node1 would pass
     PWD_MAX_TOTAL_NODES or the client's node cap (a new session has no node yet). Raises
@@ -96,8 +95,9 @@ async def take(client_key: str) -> Session | None:
             return None
         session, container_id = claimed
         if await _running(container_id):
+            # Its node2 is attached ahead by the keeper's next pass (prepare_sessions),
+            # not here: that attach would compete with this page's load for the CPU.
             log.info("handed out held %s", session)
-            await pool.prepare_soon(session)
             return session
         log.warning("held %s had lost node1; trying another", session)
         await Session.objects.filter(pk=session.pk).aupdate(client_key="", ended_at=timezone.now())

@@ -20,7 +20,7 @@ from django.db import close_old_connections
 from django.utils import timezone
 
 from sessions_app import engine, hot, quotas
-from sessions_app.keeper import START_PARALLELISM, Keeper
+from sessions_app.keeper import Keeper
 from sessions_app.models import Node, PoolNode, Session
 
 log = logging.getLogger(__name__)
@@ -33,20 +33,21 @@ class HotKeeper(Keeper):
     def __init__(
         self,
         size: int | None = None,
-        parallelism: int = START_PARALLELISM,
+        parallelism: int | None = None,
         sessions: int | None = None,
     ) -> None:
         super().__init__(size, parallelism)
         self.sessions = settings.PWD_POOL_SESSIONS if sessions is None else sessions
-        self._makers = ThreadPoolExecutor(parallelism, thread_name_prefix="pwd-hot")
+        self._makers = ThreadPoolExecutor(self.parallelism, thread_name_prefix="pwd-hot")
 
     def close(self) -> None:
         self._makers.shutdown(wait=True)
         super().close()
 
-    def run_once(self) -> int:
-        """The pool's pass, then :meth:`hold`; returns the pool nodes started."""
-        started = super().run_once()
+    def run_once(self, wait: bool | None = None) -> int:
+        """The pool's pass (see :meth:`Keeper.run_once` for ``wait`` and what it
+        returns), then :meth:`hold`."""
+        started = super().run_once(wait)
         self.hold()
         return started
 
