@@ -2,6 +2,7 @@
 shell waiting), the landing page's Start hands one out and the keeper refills; a held
 session is invisible, never expires, counts against nobody, and goes when it breaks."""
 
+import asyncio
 import json
 import re
 import threading
@@ -334,3 +335,24 @@ async def test_a_start_skips_a_held_session_whose_node_died_unnoticed(engine, ke
     spoiled = await Session.objects.aget(pk=dead)
     assert spoiled.ended_at is not None
     assert spoiled.client_key == ""  # not counted against the client's rate
+
+
+async def test_a_terminal_opened_ahead_and_never_joined_is_closed(engine, keeper, monkeypatch):
+    from terminals import hub as hubs
+    from terminals import warm
+
+    monkeypatch.setattr(warm, "WARM_FOR", 0.5)
+    await sync_to_async(keeper.hold)()
+    (session_id, *_) = await sync_to_async(held_ids)()
+    container_id = (await sync_to_async(node1_of)(session_id)).container_id
+
+    warm.soon(container_id)
+    hub = await hubs.get_hub(container_id)  # the one being opened ahead
+
+    assert not hub.closed
+    assert hub.snapshot()  # the screen was replayed from the log: the prompt
+    for _ in range(300):  # 30 s at most
+        if hub.closed:
+            break
+        await asyncio.sleep(0.1)
+    assert hub.closed
