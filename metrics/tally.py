@@ -3,7 +3,8 @@ background, so every process's counts meet there (metrics.models.Count).
 
 Recording never waits on the database and is safe from any thread or the event loop
 (an engine error may be made on either). A daemon thread adds what was recorded every
-FLUSH_INTERVAL seconds and at exit; /metrics adds its own process's first. What a
+FLUSH_INTERVAL seconds (not to an in-memory database) and at exit; /metrics adds its own
+process's first. What a
 process recorded in its last seconds before it was killed is lost.
 """
 
@@ -55,9 +56,12 @@ def add(name: str, amount: float = 1.0, host: str = "", label: str = "") -> None
     with _lock:
         _pending[(name, host, label)] += amount
         if _flusher is None:
-            _flusher = threading.Thread(target=_flush_forever, name="pwd-metrics", daemon=True)
+            counted_in = _database_name()
+            _flusher = threading.Thread(
+                target=_flush_forever, args=(counted_in,), name="pwd-metrics", daemon=True
+            )
             _flusher.start()
-            atexit.register(flush)
+            atexit.register(_flush_in, counted_in)
 
 
 def bucket_label(seconds: float) -> str:
@@ -155,11 +159,33 @@ def _write(batch: dict[Series, float]) -> None:
                 series.update(value=F("value") + amount, updated_at=now)
 
 
-def _flush_forever() -> None:
+def _database_name() -> str:
+    from django.db import connection
+
+    return str(connection.settings_dict["NAME"])
+
+
+def _private_database() -> bool:
+    """An in-memory database (the test suite's) is this process's alone: nobody else
+    reads it, /metrics adds the counts when it answers, and writing to it from another
+    thread races the tests' own use (SQLite's shared cache fails at once, unwaited)."""
+    from django.db import connection
+
+    return connection.vendor == "sqlite" and connection.is_in_memory_db()
+
+
+def _flush_in(counted_in: str) -> None:
+    """Flush, unless the database is private or another than the one counted in (the
+    test suite's, torn down: its counts do not go to the database named after it)."""
+    if _database_name() == counted_in and not _private_database():
+        flush()
+
+
+def _flush_forever(counted_in: str) -> None:
     from django.db import connections
 
     while True:
         time.sleep(FLUSH_INTERVAL)
-        flush()
+        _flush_in(counted_in)
         # This thread's own connection: nothing else closes it.
         connections.close_all()

@@ -6,6 +6,7 @@ from asgiref.sync import sync_to_async
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
+from django.views.decorators.csrf import csrf_exempt
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from metrics import access, tally
@@ -19,9 +20,12 @@ def _scrape() -> bytes:
     return generate_latest(REGISTRY)
 
 
+@csrf_exempt  # it changes nothing; another method gets 405, not a CSRF page
 async def metrics(request: HttpRequest) -> HttpResponse:
     if request.method not in ("GET", "HEAD"):
-        return error_response(405, message="/metrics answers GET.")
+        refused = error_response(405, message="/metrics answers GET.")
+        refused["Allow"] = "GET, HEAD"
+        return refused
     if not access.address_allowed(request):
         return error_response(403, "forbidden", "/metrics is for PWD_METRICS_ALLOW addresses.")
     return HttpResponse(await sync_to_async(_scrape)(), content_type=CONTENT_TYPE_LATEST)

@@ -10,8 +10,10 @@ from django.contrib.auth.models import User
 from django.test import AsyncClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from metrics import access
+from metrics import access, tally
+from metrics.models import Count
 from pwd_site.testing import run_python
+from sessions_app import engine as engine_package
 from tests.api_helpers import ClientAt, error_of
 from tests.fault_helpers import WsTerminal
 from tests.live_server import live_server
@@ -241,3 +243,52 @@ def test_behind_a_trusted_proxy_the_forwarded_address_counts(rf, settings):
     request = rf.get("/metrics", REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_FOR="203.0.113.9")
 
     assert access.address_allowed(request) is False
+
+
+@pytest.fixture
+def no_earlier_counts():
+    """What earlier tests of this process recorded, written and then cleared."""
+    assert tally.flush()
+    Count.objects.all().delete()
+
+
+def test_counts_recorded_anywhere_are_summed_into_one_row_per_series(no_earlier_counts):
+    tally.add("test_only", 2, "local", "x")
+    tally.add("test_only", 3, "local", "x")
+    tally.add("test_only", 1, "local", "y")
+    assert tally.flush()
+    tally.add("test_only", 4, "local", "x")
+    assert tally.flush()
+
+    rows = dict(Count.objects.filter(name="test_only").values_list("label", "value"))
+    assert rows == {"x": 9, "y": 1}
+
+
+def test_engine_errors_are_counted_as_the_engine_makes_them_but_a_gone_node_is_not(
+    no_earlier_counts,
+):
+    engine_package.NodeStartError("the node could not start")
+    engine_package.EngineUnavailable("the Docker engine does not answer")
+    engine_package.EngineError("the Docker engine refused")
+    engine_package.EngineError("the Docker engine refused again")
+    engine_package.NodeGone()
+    assert tally.flush()
+
+    rows = dict(Count.objects.filter(name=tally.ENGINE_ERRORS).values_list("label", "value"))
+    assert rows == {"node_start": 1, "unavailable": 1, "refused": 2}
+
+
+@pytest.mark.parametrize(
+    ("seconds", "bucket"),
+    [(0.01, "0.25"), (0.25, "0.25"), (0.26, "0.5"), (7, "10.0"), (120, "120.0"), (121, "+Inf")],
+)
+def test_an_add_falls_in_the_smallest_bucket_it_does_not_pass(seconds, bucket):
+    assert tally.bucket_label(seconds) == bucket
+
+
+async def test_metrics_answers_get_alone():
+    response = await AsyncClient(enforce_csrf_checks=True).post("/metrics")
+
+    assert response.status_code == 405
+    assert response["Allow"] == "GET, HEAD"
+    assert error_of(response)["code"] == "method_not_allowed"
