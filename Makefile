@@ -44,6 +44,7 @@ bench: prereqs
 	@$(PY) bench/browser_throughput.py
 	@$(PY) bench/ports.py
 	@$(PY) bench/files.py
+	@$(PY) bench/workshops.py
 	@$(PY) bench/hot_start.py
 
 # Hours of a class's churn on one server (bench/soak.py): SOAK_CLIENTS clients for

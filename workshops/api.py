@@ -16,6 +16,7 @@ from ninja import Router, Status
 
 from sessions_app import schemas as session_schemas
 from sessions_app.serialize import session_data
+from terminals import warm
 from workshops import schemas, services
 from workshops.auth import instructor
 from workshops.models import Seat
@@ -168,13 +169,18 @@ async def join_workshop(
         samesite="Lax",
         secure=settings.SESSION_COOKIE_SECURE,
     )
-    return Status(200 if joined.rejoined else 201, await sync_to_async(_joined_data)(joined.seat))
+    data, first_node = await sync_to_async(_joined_data)(joined.seat)
+    if first_node:
+        # The session page opens on node1: its terminal attaches while the page loads.
+        warm.soon(first_node)
+    return Status(200 if joined.rejoined else 201, data)
 
 
-def _joined_data(seat: Seat) -> dict[str, Any]:
+def _joined_data(seat: Seat) -> tuple[dict[str, Any], str]:
+    """The seat's session as the API shows it, and its first node's container."""
     session = seat.session
     assert session is not None
     nodes = list(session.nodes.exclude(status="gone"))
     data = session_data(session, nodes)
     data.update(seat=seat.number, workshop=seat.workshop.title, trainee_name=seat.trainee_name)
-    return data
+    return data, next((n.container_id for n in nodes if n.container_id), "")
