@@ -149,7 +149,7 @@ async def open_landing(browser: Any, url: str) -> tuple[Any, Any]:
     context = await browser.new_context(viewport={"width": 1280, "height": 720})
     await context.add_init_script(WATCH_PROMPT)
     page = await context.new_page()
-    await page.goto(url + "/")
+    await page.goto(url + "/", timeout=PROMPT_WITHIN * 2000)
     await page.wait_for_selector("#start")
     # A visitor reads the page before the click: what it prefetches has arrived.
     await page.wait_for_load_state("networkidle")
@@ -233,7 +233,8 @@ async def measure_burst(environment: harness.Environment, size: int) -> dict[str
         await asyncio.sleep(2)
         async with async_playwright() as playwright:
             browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            pages = await asyncio.gather(*(open_landing(browser, server.url) for _ in range(size)))
+            # One after the other: 30 loads at once on 2 busy cores time out before a click.
+            pages = [await open_landing(browser, server.url) for _ in range(size)]
             load = os.getloadavg()
             clicks = await asyncio.gather(*(page.evaluate(CLICK) for _, page in pages))
             answers = await asyncio.gather(
@@ -320,11 +321,23 @@ def section(result: dict[str, Any], command: str) -> str:
             f"{parts(hot)}; today's path, {parts(today)}; burst, {parts(burst['runs'])}. "
             "*Start request*: the click to the session page's navigation (POST /start/: "
             "the claim, one inspect of node1, the JSON); *page load*: to the session page's "
-            "DOMContentLoaded (xterm.js and the page's modules, uncached); *add node*: the "
-            "POST of today's path; *to prompt*: the rest, the terminal websocket, the hub's "
-            "attach and snapshot, drawn. The clicks of the burst were "
+            "DOMContentLoaded (xterm.js and the page's modules, prefetched by the landing "
+            "page, which each trial leaves idle before the click; parsed and run here); "
+            "*add node*: the POST of today's path; *to prompt*: the rest, the terminal "
+            "websocket, joining node1's hub (opened ahead by Start on the hot path) and "
+            "its snapshot, drawn. The clicks of the burst were "
             f"{burst['click_spread_s'] * 1000:.0f} ms apart at most; the keeper took "
             f"{burst['fill_s']:.0f} s to hold {burst['size']} sessions (two at a time).",
+            "",
+            "Why the targets are missed here: the server's part of a hot Start (the start "
+            "request, then the terminal) is "
+            f"{summary(hot, 'start_request')[0] + summary(hot, 'to_prompt')[0]:.2f} s; the "
+            "rest is the session page's load in Chromium, on the same 2 cores as the server, "
+            "the engine and the other engineers' tests. In the burst one Chromium loads all "
+            f"{burst['size']} pages at once, so the page load grows to "
+            f"{summary(burst['runs'], 'page_load')[0]:.1f} s; the errors are pages whose "
+            "prompt was not drawn within 60 s, not failed Starts. A burst of real trainees "
+            "brings a browser each.",
             END,
         ]
     )
@@ -341,6 +354,9 @@ def main(argv: list[str] | None = None) -> int:
     environment = harness.Environment()
     try:
         starts = asyncio.run(measure_starts(environment, args.trials))
+        out = args.out or ROOT / "bench" / "results"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "hot_start_starts.json").write_text(json.dumps(starts, indent=2) + "\n")
         burst = asyncio.run(measure_burst(environment, args.burst))
     finally:
         say("removing everything the bench created")
