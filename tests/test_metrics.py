@@ -178,7 +178,7 @@ def test_capacity_follows_a_node_add(tmp_path, engine):
         assert after["nodes"]["bound"] == "nodes"
 
 
-@pytest.mark.parametrize("value", ["0", "-1", "6", "two", "1.5"])
+@pytest.mark.parametrize("value", ["0", "-1", "two", "1.5"])
 async def test_a_bad_nodes_per_seat_is_400(value, settings):
     settings.PWD_MAX_NODES = 5
 
@@ -186,6 +186,16 @@ async def test_a_bad_nodes_per_seat_is_400(value, settings):
 
     assert response.status_code == 400
     assert error_of(response)["code"] in {"bad_nodes_per_seat", "invalid_request"}
+
+
+async def test_more_nodes_per_seat_than_a_session_may_have_fit_no_seat(settings):
+    settings.PWD_MAX_NODES = 5
+
+    response = await AsyncClient().get("/api/capacity/?nodes_per_seat=6")
+
+    assert response.status_code == 200
+    assert response.json()["seats"]["nodes_per_seat"] == 6
+    assert response.json()["seats"]["fit"] == 0
 
 
 async def test_a_staff_user_sees_capacity_from_any_address(settings, engine):

@@ -32,6 +32,7 @@ def server(tmp_path_factory, _run_instance):
         "DATABASE_URL": f"sqlite:///{db}",
         "PWD_INSTANCE": _run_instance,
         "PWD_POOL_SIZE": "0",
+        "PWD_POOL_SESSIONS": "0",
     }
     subprocess.run(
         [str(ROOT / ".venv/bin/python"), "manage.py", "migrate", "--noinput", "-v", "0"],
@@ -48,7 +49,8 @@ def server(tmp_path_factory, _run_instance):
         start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
+    # The escape check runs before daphne listens (a few seconds, more on a busy machine).
+    deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         try:
             get(base + "/healthz")
