@@ -315,8 +315,8 @@ def section(result: dict[str, Any], command: str) -> str:
         lines += [
             "",
             "Each seat is a session, its overlay network and a node whose inner dockerd boots; "
-            "on 2 cores the node starts are CPU-bound, so parallelism past the core count "
-            "buys little (PWD_WORKSHOP_PARALLELISM defaults to 2).",
+            "the engine overlaps those boots, so seats made at once still pay off past the "
+            "core count (PWD_WORKSHOP_PARALLELISM defaults to 4).",
             "",
         ]
     join = result.get("join")

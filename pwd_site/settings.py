@@ -96,7 +96,7 @@ MIDDLEWARE = [
 # starts_at, PWD_WORKSHOP_PARALLELISM at once by `manage.py workshops`; a seat whose
 # making takes longer than PWD_WORKSHOP_SEAT_TIMEOUT is taken over by another pass.
 PWD_WORKSHOP_PREPARE_BEFORE = envduration("PWD_WORKSHOP_PREPARE_BEFORE", "30m")
-PWD_WORKSHOP_PARALLELISM = envint("PWD_WORKSHOP_PARALLELISM", 2, minimum=1)
+PWD_WORKSHOP_PARALLELISM = envint("PWD_WORKSHOP_PARALLELISM", 4, minimum=1)
 PWD_WORKSHOP_SEAT_TIMEOUT = envduration("PWD_WORKSHOP_SEAT_TIMEOUT", "10m")
 # A failed seat is tried again after PWD_WORKSHOP_RETRY_DELAY, PWD_WORKSHOP_RETRIES times.
 PWD_WORKSHOP_RETRIES = envint("PWD_WORKSHOP_RETRIES", 3, minimum=0)
