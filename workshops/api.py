@@ -158,9 +158,7 @@ async def join_workshop(
 ) -> Status:
     workshop = await sync_to_async(services.find_by_code)(join_code[:32])
     cookie = COOKIE_PREFIX + workshop.pk.hex
-    joined = await sync_to_async(services.join)(
-        join_code[:32], payload.name, request.COOKIES.get(cookie)
-    )
+    joined = await sync_to_async(services.join)(workshop, payload.name, request.COOKIES.get(cookie))
     response.set_cookie(
         cookie,
         joined.key,

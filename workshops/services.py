@@ -7,6 +7,7 @@ UPDATEs, so several web processes never give one seat to two trainees.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import unicodedata
@@ -202,13 +203,13 @@ class Joined:
     rejoined: bool
 
 
-def join(code: str, name: object, key: str | None) -> Joined:
-    """A ready seat for a trainee, or the one this browser (``key``) already has.
+def join(workshop: Workshop, name: object, key: str | None) -> Joined:
+    """A ready seat of ``workshop`` (from :func:`find_by_code`) for a trainee, or the
+    one this browser (``key``) already has.
 
-    Raises NotFound (no such code), WorkshopEnded, Conflict ``workshop_full`` when every
-    seat is taken, SeatsNotReady while seats are still being made.
+    Raises Conflict ``workshop_full`` when every seat is taken, SeatsNotReady while
+    seats are still being made.
     """
-    workshop = find_by_code(code)
     if key:
         mine = (
             Seat.objects.filter(workshop=workshop, trainee_key=hash_secret(key))
@@ -288,11 +289,14 @@ async def end(workshop: Workshop) -> None:
     sessions = await sync_to_async(
         lambda: list(Session.objects.filter(seat__workshop=workshop, ended_at__isnull=True))
     )()
-    for session in sessions:
-        try:
-            await services.end_session(session, reason="workshop_ended")
-        except Exception as exc:  # noqa: BLE001 - the reaper finishes what is left
-            log.warning("ending %s of workshop %s: %s", session, workshop.pk, exc)
+    # Together: each end may wait for its engine removal (PWD_REMOVAL_WAIT).
+    ended = await asyncio.gather(
+        *(services.end_session(s, reason="workshop_ended") for s in sessions),
+        return_exceptions=True,
+    )
+    for session, result in zip(sessions, ended, strict=True):
+        if isinstance(result, Exception):  # the reaper finishes what is left
+            log.warning("ending %s of workshop %s: %s", session, workshop.pk, result)
 
 
 async def broadcast(workshop: Workshop, text: str) -> int:

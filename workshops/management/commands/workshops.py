@@ -5,7 +5,6 @@ import logging
 import signal
 from typing import Any
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
 from workshops.provision import Provisioner
@@ -42,8 +41,5 @@ class Command(BaseCommand):
         for signum in (signal.SIGTERM, signal.SIGINT):
             # Seats being made finish (or are undone); waiting ones stay for the next run.
             loop.add_signal_handler(signum, stop.set)
-        log.info(
-            "workshop provisioner: %d seat(s) at once",
-            provisioner.parallelism or settings.PWD_WORKSHOP_PARALLELISM,
-        )
+        log.info("workshop provisioner: %d seat(s) at once", provisioner.parallelism)
         await provisioner.run_forever(stop, interval)
